@@ -1,0 +1,42 @@
+"""Where the built-in sets live: `calibration/{calib,eval}/manifest.jsonl` at the repository root.
+
+They sit beside the package (not inside it) so the wheel stays small; an editable install or a source
+checkout finds them, and PIXTRAL_QUANT_CALIBRATION can point elsewhere (e.g. a copy on a cluster).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+
+BUILTIN = {"calib": "calib", "eval": "eval"}  # set name → subfolder of the calibration root
+PREFIX = "builtin:"
+ENV = "PIXTRAL_QUANT_CALIBRATION"
+
+
+def calibration_root() -> Path:
+    """The folder holding the built-in sets."""
+    env = os.environ.get(ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
+
+
+def builtin_name(spec: str) -> str | None:
+    """'calib' for 'calib' or 'builtin:calib'; None when `spec` does not name a built-in set."""
+    name = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+    if name in BUILTIN:
+        return name
+    if spec.startswith(PREFIX):
+        raise InputError(f"no built-in set {name!r}", where=spec, fix=f"use one of {[PREFIX + n for n in BUILTIN]}")
+    return None
+
+
+def builtin_manifest(name: str) -> Path:
+    """manifest.jsonl of built-in set `name`, or InputError saying how to get it."""
+    path = calibration_root() / BUILTIN[name] / "manifest.jsonl"
+    if not path.is_file():
+        raise InputError(f"built-in set {name!r} not found at {path}", where=PREFIX + name,
+                         fix=f"run from a source checkout (pip install -e .), set {ENV} to the calibration folder, "
+                             "or rebuild it with `python scripts/make_calibration_sets.py`")
+    return path

@@ -1,0 +1,117 @@
+"""Reading the files of a model directory: safetensors headers (validated, no data read), tensors streamed
+one at a time, and JSON configs.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+data_offsets: [start, end]}}, then the data. Checking every `end` against the file size catches a
+truncated download before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+
+# safetensors dtype codes → torch dtype names (reported by inspect; bytes come from the offsets).
+DTYPE_NAMES = {
+    "BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
+    "I64": "int64", "U64": "uint64", "BOOL": "bool",
+}
+REDOWNLOAD = "the file is damaged or incomplete: download it again (and check the disk is not full)"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as the header describes it. name: as stored in `file`; dtype: torch dtype name."""
+
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def _damaged(path: Path, what: str) -> InputError:
+    return InputError(f"not a readable safetensors file: {what}", where=path, fix=REDOWNLOAD)
+
+
+def _read_raw_header(path: Path) -> tuple[dict, int]:
+    """(header dict, size of the data section in bytes)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise _damaged(path, f"only {len(head)} bytes long")
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                raise _damaged(path, f"the header claims {n} bytes but only {size - 8} follow")
+            header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(path, f"the header is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc})", where=path,
+                         fix="check the path and its permissions") from None
+    if not isinstance(header, dict):
+        raise _damaged(path, "the header is not a JSON object")
+    return header, size - 8 - n
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """name → TensorInfo for every tensor of `path`; InputError (re-download) when any tensor's data
+    would lie past the end of the file or the header is malformed."""
+    header, data_size = _read_raw_header(path)
+    infos = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = (int(x) for x in entry["data_offsets"])
+            shape = tuple(int(d) for d in entry["shape"])
+            dtype = DTYPE_NAMES.get(entry["dtype"], str(entry["dtype"]).lower())
+        except (KeyError, TypeError, ValueError):
+            raise _damaged(path, f"the header entry of {name!r} is malformed") from None
+        if end > data_size or start > end:
+            raise _damaged(path, f"tensor {name!r} ends at byte {end} but the data section has {data_size} "
+                                 "bytes (truncated)")
+        infos[name] = TensorInfo(name, path, dtype, shape, end - start)
+    return infos
+
+
+def stream_tensors(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) for `names` of `path`, one tensor in memory at a time (memory-mapped read).
+    Tensors keep their stored dtype and shape; safetensors errors become InputError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for name in names:
+                yield name, f.get_tensor(name)
+    except SafetensorError as exc:
+        raise _damaged(path, str(exc)) from None
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; InputError naming the file when it cannot be read or parsed."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot parse the JSON ({exc})", where=path,
+                         fix="replace it with the original file from the model repository") from None
+    if not isinstance(data, dict):
+        raise InputError("the JSON is not an object", where=path, fix="replace it with the original file")
+    return data
