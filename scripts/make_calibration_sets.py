@@ -103,8 +103,10 @@ def build_split(split: str, root: Path) -> int:
     if (out / "images").exists():
         shutil.rmtree(out / "images")
     (out / "images").mkdir(parents=True)
+    from rich.progress import track
+
     lines = []
-    for task, n in PLAN[split].items():
+    for task, n in track(PLAN[split].items(), description=f"rendering {split}", transient=True):
         items = MAKERS[task](seeded(split, task), n, BANKS[split])
         lines += [json.dumps(record(item, f"{split}-{task}-{k:03d}", out / "images"), ensure_ascii=False)
                   for k, item in enumerate(items)]
@@ -146,7 +148,8 @@ def main() -> int:
     if report["bytes"] > MAX_TOTAL_BYTES:
         print(f"built-in sets are {report['bytes'] / 2**20:.1f} MiB > 20 MiB", file=sys.stderr)
         return 1
-    (args.out / "README.md").write_text(render_readme(report, photos.CALIB_PHOTOS, photos.EVAL_PHOTOS), encoding="utf-8")
+    readme = render_readme(report, photos.CALIB_PHOTOS, photos.EVAL_PHOTOS)
+    (args.out / "README.md").write_text(readme, encoding="utf-8")
     print(f"wrote {counts} samples, {report['bytes'] / 2**20:.1f} MiB, to {args.out}")
     return 0
 

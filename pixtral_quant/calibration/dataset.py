@@ -60,9 +60,15 @@ class CalibrationSet:
 
     def messages(self, i: int) -> list[dict]:
         """Sample i as chat messages with PIL RGB images, resized if the token budget said so —
-        the input of calibration.encode.encode."""
+        the input of calibration.encode.encode. The images are read again and must still match the
+        content hash taken by load_set (the hash a checkpoint records must be what it was calibrated on)."""
         sample, fitted = self.samples[i], self.fits[i]
-        images = [d.image for d in _decode_all(sample)]
+        refs = sample.image_refs()
+        raw = [read_bytes(ref, sample.where) for ref in refs]
+        if sample_hash(sample, [digest(b) for b in raw]) != self.hashes[i]:
+            raise InputError("an image of this sample changed after the set was loaded", where=sample.where,
+                             fix="load the set again (and do not edit its images during a run)")
+        images = [decode(data, f"{sample.where} image {ref.label()}").image for data, ref in zip(raw, refs)]
         if fitted.action == "downsize":
             images = [resize(im, size) for im, size in zip(images, fitted.sizes)]
         return fill_images(sample.messages, images)
@@ -215,11 +221,6 @@ def _order(samples: list[Sample], num_samples: int | None, seed: int) -> list[in
     return rank(samples, seed)
 
 
-def _decode_all(sample: Sample):
-    refs = sample.image_refs()
-    return [decode(read_bytes(ref, sample.where), f"{sample.where} image {ref.label()}") for ref in refs]
-
-
 def _progress(items: list[int], total: int, description: str, enabled: bool, stop):
     """Yield items until `stop()` is true; with a rich progress bar on stderr when enabled."""
     if not enabled:
@@ -228,7 +229,8 @@ def _progress(items: list[int], total: int, description: str, enabled: bool, sto
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:  # no bar in logs
         task = bar.add_task(description, total=total)
         for i in _until(items, stop):
             yield i

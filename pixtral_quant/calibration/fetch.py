@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import re
 import urllib.error
 import urllib.request
@@ -93,7 +94,7 @@ def _read_http(ref: ImageRef, where: str) -> bytes:
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
             data = response.read(HTTP_MAX_BYTES + 1)
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise InputError(f"cannot fetch {ref.value} ({reason}; timeout {HTTP_TIMEOUT_S:.0f} s)", where=where,
                          fix=FIX_OFFLINE) from None

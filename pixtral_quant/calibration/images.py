@@ -116,11 +116,12 @@ def decode(data: bytes, where: str) -> Decoded:
     """Encoded image bytes → Decoded (RGB, upright, first frame), or InputError naming `where`."""
     image = _open(data, where)
     fmt = _check_format(image, data, where)
+    header = image.size
+    image, reduced = _reduce_if_huge(image, where)  # first: it needs only the header
     try:
         notes = _frame_notes(image)
-        size = _oriented_size(image)
-        image, reduced = _reduce_if_huge(image, where)
-        image.load()
+        image.load()  # before EXIF: Pillow's PNG getexif() would load the full image anyway
+        size = _oriented_size(image, header)
         upright, turned = _apply_orientation(image)
         rgb = to_rgb(upright)
     except DECODE_ERRORS as exc:
@@ -180,8 +181,8 @@ def _orientation(image: Image.Image) -> int:
     return image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
 
 
-def _oriented_size(image: Image.Image) -> tuple[int, int]:
-    w, h = image.size
+def _oriented_size(image: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
+    w, h = size
     return (h, w) if _orientation(image) in (5, 6, 7, 8) else (w, h)  # these orientations swap the axes
 
 

@@ -89,7 +89,8 @@ def _caption_sample(folder: Path, path: Path, lineno: int, row: dict, prompt: st
 
 def _check_every_image_captioned(folder: Path, path: Path, samples: list[Sample]) -> None:
     listed = {(folder / s.image_refs()[0].value).resolve() for s in samples}
-    missing = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in listed)
+    images = (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    missing = sorted(p.name for p in images if p.resolve() not in listed)
     if missing:
         raise InputError(f"{len(missing)} image(s) have no caption: {missing[:5]}", where=path,
                          fix="add a caption line for each, or move them out of the folder")
@@ -154,6 +155,7 @@ def _hf_dataset(path: str, split: str | None):
         raise InputError(f"not a dataset saved with save_to_disk ({exc})", where=path,
                          fix="save it with Dataset.save_to_disk(PATH), or convert it to a JSONL manifest") from None
     if isinstance(ds, datasets.DatasetDict):
+        split = split or (next(iter(ds)) if len(ds) == 1 else None)  # one split: no need to name it
         if split not in ds:
             raise UsageError(f"the dataset has splits {sorted(ds)}", where=path, fix="choose one with --split NAME")
         ds = ds[split]

@@ -133,6 +133,8 @@ def to_rich(stats: SetStats) -> list:
     from rich.table import Table
 
     head = Table.grid(padding=(0, 2))
+    head.add_column(no_wrap=True)
+    head.add_column(overflow="fold")  # the content hash must stay copyable in full
     for label, value in _headline(stats):
         head.add_row(label, value)
     tasks = _table("task", ["samples", "images", "tokens", "image share"],
@@ -152,7 +154,7 @@ def _headline(stats: SetStats) -> list[tuple[str, str]]:
             ("content hash", stats.content_hash)]
     if stats.downsized or stats.dropped:
         rows.append(("max_tokens", f"{stats.downsized} downsized, {len(stats.dropped)} dropped"))
-    rows += [(f"dropped", f"{w}: {r}") for w, r in stats.dropped[:10]]
+    rows += [("dropped", f"{w}: {r}") for w, r in stats.dropped[:10]]
     rows += [("note", f"{n} × {note}") for note, n in stats.notes.items()]
     return rows
 

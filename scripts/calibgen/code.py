@@ -13,7 +13,8 @@ from .common import Item, Pic, font, single
 SNIPPETS = [
     ("Python", "mean", "returns the arithmetic mean of a list of numbers, or 0.0 for an empty list",
      "def mean(values):\n    if not values:\n        return 0.0\n    return sum(values) / len(values)"),
-    ("Python", "is_palindrome", "checks whether a string reads the same forwards and backwards, ignoring case and spaces",
+    ("Python", "is_palindrome",
+     "checks whether a string reads the same forwards and backwards, ignoring case and spaces",
      "def is_palindrome(text):\n    cleaned = text.replace(\" \", \"\").lower()\n    return cleaned == cleaned[::-1]"),
     ("Python", "word_counts", "counts how often each word occurs in a text and returns the five most common",
      "from collections import Counter\n\n\ndef word_counts(text):\n    words = text.lower().split()\n"
@@ -43,7 +44,8 @@ SNIPPETS = [
      "\t\tr[i], r[j] = r[j], r[i]\n\t}\n\treturn string(r)\n}"),
     ("C", "count_lines", "counts the newline characters in a file and returns -1 if it cannot be opened",
      "int count_lines(const char *path) {\n    FILE *f = fopen(path, \"r\");\n    if (!f) return -1;\n"
-     "    int c, n = 0;\n    while ((c = fgetc(f)) != EOF)\n        if (c == '\\n') n++;\n    fclose(f);\n    return n;\n}"),
+     "    int c, n = 0;\n    while ((c = fgetc(f)) != EOF)\n        if (c == '\\n') n++;\n"
+     "    fclose(f);\n    return n;\n}"),
     ("Bash", "backup.sh", "copies every .txt file into a dated backup folder",
      "#!/usr/bin/env bash\nset -euo pipefail\ndest=\"backup-$(date +%F)\"\nmkdir -p \"$dest\"\n"
      "for f in *.txt; do\n  cp \"$f\" \"$dest/\"\ndone\necho \"copied to $dest\""),
@@ -52,7 +54,8 @@ SNIPPETS = [
      "        self._items.append(item)\n\n    def pop(self):\n        return self._items.pop()\n\n"
      "    def is_empty(self):\n        return not self._items"),
     ("TypeScript", "clamp", "limits a number to the range between min and max",
-     "export function clamp(x: number, min: number, max: number): number {\n  return Math.min(Math.max(x, min), max);\n}"),
+     "export function clamp(x: number, min: number, max: number): number {\n"
+     "  return Math.min(Math.max(x, min), max);\n}"),
     ("Python", "normalize", "scales a NumPy array linearly so its values lie between 0 and 1",
      "import numpy as np\n\n\ndef normalize(a):\n    lo, hi = a.min(), a.max()\n    if hi == lo:\n"
      "        return np.zeros_like(a, dtype=float)\n    return (a - lo) / (hi - lo)"),
@@ -158,8 +161,9 @@ TERMINALS = [
     ("df -h /", "Filesystem      Size  Used Avail Use% Mounted on\n/dev/nvme0n1p2  468G  312G  133G  71% /",
      "How full is the root file system?", "It is 71% full: 312G used of 468G, 133G available.", "71%"),
     ("python --version", "Python 3.11.7", "Which Python version is installed?", "Python 3.11.7.", "3.11.7"),
-    ("ls -l", "total 12\n-rw-r--r-- 1 ana staff  2048 Mar  3 10:12 notes.md\n-rwxr-xr-x 1 ana staff  4096 Mar  3 10:15 run.sh\n"
-     "drwxr-xr-x 2 ana staff  4096 Mar  2 18:40 data", "Which entry is a directory?", "`data` is the directory.", "data"),
+    ("ls -l", "total 12\n-rw-r--r-- 1 ana staff  2048 Mar  3 10:12 notes.md\n"
+     "-rwxr-xr-x 1 ana staff  4096 Mar  3 10:15 run.sh\ndrwxr-xr-x 2 ana staff  4096 Mar  2 18:40 data",
+     "Which entry is a directory?", "`data` is the directory.", "data"),
     ("curl -I https://example.org", "HTTP/2 200\ncontent-type: text/html; charset=UTF-8\ncontent-length: 1256",
      "What HTTP status code was returned?", "200 (OK).", "200"),
 ]

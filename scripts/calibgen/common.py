@@ -85,7 +85,8 @@ def scan_look(rng: random.Random, image: Image.Image, angle: float | None = None
     return Image.composite(out, Image.new("RGB", (w, h), (150, 150, 150)), shade)
 
 
-def draw_lines(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str], face, fill, spacing: float = 1.35) -> int:
+def draw_lines(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str], face, fill,
+               spacing: float = 1.35) -> int:
     """Draw lines of text from (x, y); returns the y below the last line."""
     x, y = xy
     step = int(face.size * spacing)

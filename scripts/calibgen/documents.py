@@ -42,8 +42,8 @@ def notice(rng: random.Random, docs: list) -> tuple[Image.Image, dict]:
     y = draw_lines(draw, (margin, y + size), wrap(title, head, w - 2 * margin), head, (20, 20, 20))
     y = draw_lines(draw, (margin, y + size // 2), [when], font(face_name, size), (60, 60, 60))
     paragraph = " ".join(sentences)
-    y = draw_lines(draw, (margin, y + size), wrap(paragraph, font(face_name, size), w - 2 * margin), font(face_name, size),
-                   (25, 25, 25))
+    body_face = font(face_name, size)
+    y = draw_lines(draw, (margin, y + size), wrap(paragraph, body_face, w - 2 * margin), body_face, (25, 25, 25))
     draw_lines(draw, (margin, y + size), [signer, firm], font(face_name, size), (25, 25, 25))
     transcript = "\n".join([firm.upper(), title, when, paragraph, signer, firm])
     return img, {"title": title, "subject": subject, "date": when, "signer": signer, "firm": firm,
@@ -120,7 +120,8 @@ def _doc_qa(rng: random.Random, kind: str, info: dict) -> tuple[str, str, str | 
 
 def make_documents(rng: random.Random, n: int, docs: list, slides: list) -> list[Item]:
     """Notices, letters and slides as PNG; a share scanned (rotated, blurred, JPEG or greyscale PNG)."""
-    makers = {"notice": lambda: notice(rng, docs), "letter": lambda: letter(rng, docs), "slide": lambda: slide(rng, slides)}
+    makers = {"notice": lambda: notice(rng, docs), "letter": lambda: letter(rng, docs),
+              "slide": lambda: slide(rng, slides)}
     items = []
     for i in range(n):
         kind = ("notice", "letter", "slide")[i % 3] if i % 5 else "notice"
@@ -134,7 +135,9 @@ def make_documents(rng: random.Random, n: int, docs: list, slides: list) -> list
 def _document_pic(rng: random.Random, img: Image.Image, scanned: bool) -> Pic:
     if scanned:
         photo = scan_look(rng, img)
-        return Pic(photo, "jpeg", save={"quality": rng.randint(62, 80)}) if rng.random() < 0.6 else Pic(photo.convert("L"))
+        if rng.random() < 0.6:
+            return Pic(photo, "jpeg", save={"quality": rng.randint(62, 80)})
+        return Pic(photo.convert("L"))
     if rng.random() < 0.15:
         return Pic(img, "webp", how="image_url", save={"quality": 80})
     return Pic(img.convert("L") if rng.random() < 0.5 else img)
@@ -152,12 +155,14 @@ def receipt(rng: random.Random, shops: dict) -> tuple[Image.Image, dict]:
     rate = rng.choice([0, 5, 7, 8, 10, 20])
     tax = round(subtotal * rate / 100, 2)
     total = round(subtotal + tax, 2)
-    when = f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2021, 2025)} {rng.randint(7, 21):02d}:{rng.randint(0, 59):02d}"
+    day = f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2021, 2025)}"
+    when = f"{day} {rng.randint(7, 21):02d}:{rng.randint(0, 59):02d}"
     rows = [name, f"{rng.randint(1, 99)} {rng.choice(T.STREETS)}, {rng.choice(T.TOWNS)}", when, "-" * 32]
     for good, qty, price in lines:
         label = f"{qty} x {good}" if qty > 1 else good
         rows.append(f"{label[:22]:<22}{money(qty * price, currency):>10}")
-    rows += ["-" * 32, f"{'SUBTOTAL':<22}{money(subtotal, currency):>10}", f"{f'TAX {rate}%':<22}{money(tax, currency):>10}",
+    rows += ["-" * 32, f"{'SUBTOTAL':<22}{money(subtotal, currency):>10}",
+             f"{f'TAX {rate}%':<22}{money(tax, currency):>10}",
              f"{'TOTAL':<22}{money(total, currency):>10}", "", rng.choice(["PAID BY CARD", "PAID CASH"]), "THANK YOU!"]
     size = rng.randint(13, 19)
     face = font(rng.choice(["mono", "mono-bold"]), size)

@@ -34,7 +34,8 @@ CALIB_PHOTOS = [
           (("What colour is the astronaut's suit?", "The suit is orange.", "orange"),
            ("What object is on the right side of the picture?", "A model of the space shuttle.", "space shuttle model"),
            ("Is there a flag in the picture? If so, which one?", "Yes, an American flag on the left.", "American flag")),
-          (((0.0, 0.0, 0.17, 0.45), "What is shown in this image?", "Part of an American flag: white stars on blue, and red and white stripes."),
+          (((0.0, 0.0, 0.17, 0.45), "What is shown in this image?",
+            "Part of an American flag: white stars on blue, and red and white stripes."),
            ((0.55, 0.55, 1.0, 1.0), "What object is this?", "A space helmet, white on top with a dark, shiny visor.")),
           "an astronaut"),
     Photo("camera.png", "scikit-image, photo by Lav Varshney", "CC0",
@@ -66,7 +67,8 @@ CALIB_PHOTOS = [
           "disc on the left and blood vessels branching across it.",
           (("What kind of medical image is this?", "A fundus photograph of the retina.", "fundus photograph"),
            ("On which side is the optic disc?", "On the left side.", "left")),
-          (((0.0, 0.3, 0.35, 0.7), "What is the bright round area?", "The optic disc, where the blood vessels enter the retina."),),
+          (((0.0, 0.3, 0.35, 0.7), "What is the bright round area?",
+            "The optic disc, where the blood vessels enter the retina."),),
           "a retina"),
     Photo("ihc.png", "scikit-image, Center for Microscopy and Molecular Imaging", "no known copyright restrictions",
           "A microscope image of colon tissue stained for immunohistochemistry: brown-stained glands stand out "
@@ -150,7 +152,8 @@ def load(photo: Photo) -> Image.Image:
 def scaled(img: Image.Image, factor: float) -> Image.Image:
     if factor == 1:
         return img
-    return img.resize((max(16, round(img.width * factor)), max(16, round(img.height * factor))), Image.Resampling.LANCZOS)
+    size = (max(16, round(img.width * factor)), max(16, round(img.height * factor)))
+    return img.resize(size, Image.Resampling.LANCZOS)
 
 
 def crop(img: Image.Image, box) -> Image.Image:

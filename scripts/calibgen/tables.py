@@ -27,7 +27,7 @@ def table_data(rng: random.Random, kind: str) -> tuple[list[str], list[list[str]
     header, labels, span = SCHEMAS[kind]
     rows_n = rng.randint(3, min(7, len(labels) if labels else 7))
     if kind == "staff":
-        names = rng.sample([f"{f} {l}" for f in FIRST[:12] for l in LAST[:6]], rows_n)
+        names = rng.sample([f"{first} {last}" for first in FIRST[:12] for last in LAST[:6]], rows_n)
         return header, [[n, rng.choice(TEAMS), str(rng.randint(2010, 2024)), str(rng.randint(1, 12))] for n in names]
     if kind == "league":
         rows = []
@@ -64,7 +64,7 @@ def draw_table(rng: random.Random, header: list[str], rows: list[list[str]]) -> 
         elif style == "zebra" and r % 2 == 0:
             draw.rectangle((pad, y, w - pad, y + rh), fill=(242, 245, 250))
         x = pad
-        for c, (cell, cw) in enumerate(zip(cells, widths)):
+        for cell, cw in zip(cells, widths):
             ink = (255, 255, 255) if r == 0 and sum(head_bg) < 400 else (25, 25, 25)
             draw.text((x + size, y + size // 2), cell, font=bold if r == 0 else face, fill=ink)
             if style == "grid":
