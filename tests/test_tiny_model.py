@@ -53,7 +53,8 @@ def test_recorded_accuracy_is_what_the_model_scores(measured):
 
 
 def test_greedy_generation_agrees_with_teacher_forced_scoring(bundled, eval_set, measured):
-    _, model, tok = bundled
+    ckpt, model, _ = bundled
+    tok = open_mistral_tokenizer(ckpt.tokenizer)  # serving mode: the prompt ends with the user turn
     hits, _ = measured
     picks = [i for t in T.TASKS for i in [k for k, s in enumerate(eval_set) if s.task == t][:2]]
     for i in picks:
