@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -11,6 +12,8 @@ from pixtral_quant.assets import TINY_MODEL
 
 # The test machine has 2 cores shared with other jobs; the tiny model gains nothing from more threads.
 torch.set_num_threads(1)
+# GPTQModel sizes its CPU worker pool from this (default: every core); the CI machine has two.
+os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,26 @@ def native_twin_dir(tiny_model_dir, tmp_path_factory):
     from pixtral_quant.loading import open_checkpoint, write_native
 
     return write_native(open_checkpoint(tiny_model_dir), tmp_path_factory.mktemp("tiny-native"))
+
+
+# --- convert: one GPTQ conversion of the tiny model per session, shared by the convert tests -------------
+
+GPTQ_TEST_OVERRIDES = {"calibration.num_samples": 8, "scheme.true_sequential": False}
+
+
+@pytest.fixture(scope="session")
+def gptq_recipe():
+    """The default tiny recipe, cut to 8 calibration samples and one solve pass per layer (CI time)."""
+    from pixtral_quant.config import with_overrides
+    from pixtral_quant.recipes import DEFAULT_RECIPE, load_recipe
+
+    return with_overrides(load_recipe(DEFAULT_RECIPE), GPTQ_TEST_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def gptq_tiny(tiny_model_dir, gptq_recipe, tmp_path_factory):
+    """(output directory, ConvertResult) of gptq-int4 on the tiny model."""
+    from pixtral_quant.convert import convert
+
+    out = tmp_path_factory.mktemp("gptq") / "out"
+    return out, convert(tiny_model_dir, gptq_recipe, out)

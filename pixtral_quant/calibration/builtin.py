@@ -1,4 +1,4 @@
-"""Where the built-in sets live: `calibration/{calib,eval}/manifest.jsonl` at the repository root.
+"""Where the built-in sets live: `calibration/{calib,eval,tiny}/manifest.jsonl` at the repository root.
 
 They sit beside the package (not inside it) so the wheel stays small; an editable install or a source
 checkout finds them, and PIXTRAL_QUANT_CALIBRATION can point elsewhere (e.g. a copy on a cluster).
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import InputError
 
-BUILTIN = {"calib": "calib", "eval": "eval"}  # set name → subfolder of the calibration root
+BUILTIN = {"calib": "calib", "eval": "eval", "tiny": "tiny"}  # set name → subfolder of the calibration root
+# tiny: the bundled tiny model's own tasks (scripts/make_tiny_calibration.py), for calibrating it.
 PREFIX = "builtin:"
 ENV = "PIXTRAL_QUANT_CALIBRATION"
 

@@ -31,12 +31,14 @@ def main() -> None:
       pixtral-quant inspect tiny                 # the bundled trained tiny Pixtral
       pixtral-quant inspect pixtral-12b --json   # shipped config-only copy of Pixtral-12B
       pixtral-quant inspect /models/Pixtral-12B-2409
+      pixtral-quant convert                      # the tiny model with the default recipe into ./out/
     """
 
 
 def _register() -> None:
     from . import inspect as _inspect  # noqa: F401  (each module adds its command to `main`)
     from . import calib as _calib  # noqa: F401
+    from . import convert as _convert  # noqa: F401
 
 
 _register()

@@ -186,3 +186,16 @@ def _materialize_buffers(model: torch.nn.Module, device) -> None:
             fresh = type(module)(module.config)
         for n in meta:
             setattr(module, n, getattr(fresh, n))
+
+
+def read_tensors(ckpt: Checkpoint, names: list[str]) -> dict[str, torch.Tensor]:
+    """The named tensors (runtime names) in their stored dtype and the HF layout, reading only their files.
+    Used to load one decoder layer at a time."""
+    fmt = FORMATS[ckpt.format]
+    wanted = {ckpt.tensors[n].name: n for n in names}
+    out: dict[str, torch.Tensor] = {}
+    for file in dict.fromkeys(ckpt.tensors[n].file for n in names):
+        disk = [d for d, rt in wanted.items() if ckpt.tensors[rt].file == file]
+        for disk_name, tensor in stream_tensors(file, disk):
+            out[wanted[disk_name]] = fmt.convert(disk_name, tensor, ckpt.config)
+    return out

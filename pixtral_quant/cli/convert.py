@@ -1,0 +1,51 @@
+"""`pixtral-quant convert`: parse options, build the Recipe, delegate to pixtral_quant.convert, print the summary."""
+
+from __future__ import annotations
+
+import click
+
+from . import main
+
+SCHEMES = ("gptq-int4", "gptq-int8", "rtn-int4", "rtn-int8", "bnb-int8", "bnb-nf4")
+
+
+@main.command("convert")
+@click.option("--model", default="tiny", show_default=True, help="Model directory, hub id or shipped name.")
+@click.option("--recipe", help="Recipe file or shipped recipe name (recipes/*.yaml).")
+@click.option("--scheme", type=click.Choice(SCHEMES), help="A scheme with its default settings (instead of --recipe).")
+@click.option("--calibration", help="Calibration set: calib, tiny, a manifest .jsonl, a folder or hf:PATH.")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Calibration samples.")
+@click.option("--seed", type=int, help="Seed of the calibration subset.")
+@click.option("--group-size", type=int, help="Group size of the GPTQ/RTN schemes (-1: per channel).")
+@click.option("--act-order/--no-act-order", default=None, help="GPTQ desc_act.")
+@click.option("--damp", type=float, help="GPTQ dampening (fraction of the mean Hessian diagonal).")
+@click.option("--text-only", is_flag=True, default=None, help="Calibrate with the images removed.")
+@click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_size, act_order, damp, text_only, out,
+                overwrite) -> None:
+    """Quantize a Pixtral model into a standard checkpoint (GPTQ v1 or bitsandbytes) in OUT.
+
+    \b
+    Examples:
+      pixtral-quant convert                                   # tiny model, default recipe, into ./out/
+      pixtral-quant convert --model tiny --scheme rtn-int4 --out out-rtn
+      pixtral-quant convert --model /models/Pixtral-12B --recipe pixtral-12b-int4 --out pixtral-12b-w4
+      pixtral-quant convert --model tiny --recipe tiny-gptq-int4 --num-samples 32 --out o --overwrite
+    """
+    from ..config import Recipe, scheme_from_dict, with_overrides
+    from ..convert import convert
+    from ..errors import UsageError
+    from ..recipes import DEFAULT_RECIPE, load_recipe
+    from .convert_report import RichReporter, summary
+
+    if recipe and scheme:
+        raise UsageError("--recipe and --scheme both given", fix="pick one: a recipe, or a scheme with defaults")
+    base = Recipe(scheme=scheme_from_dict(scheme), name=scheme) if scheme else load_recipe(recipe or DEFAULT_RECIPE)
+    overrides = {"calibration.set": calibration, "calibration.num_samples": num_samples, "calibration.seed": seed,
+                 "scheme.group_size": group_size, "scheme.desc_act": act_order, "scheme.damp_percent": damp,
+                 "calibration.text_only": text_only}
+    final = with_overrides(base, {k: v for k, v in overrides.items() if v is not None})
+    reporter = RichReporter()
+    result = convert(model, final, out, overwrite=overwrite, reporter=reporter)
+    reporter.console.print(summary(result, final))

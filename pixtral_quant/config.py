@@ -1,0 +1,220 @@
+"""What a conversion is asked to do, as frozen dataclasses: one config per scheme, the targets, the calibration
+data, the validation thresholds, and the Recipe holding them. This module is the only place defaults live;
+recipes (recipes.py) and CLI flags only override fields, and the manifest stores `Recipe.to_dict()`.
+
+`from_dict` rejects unknown keys (a typo in a recipe is an error, never a silently ignored option).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from .errors import UsageError
+
+PRECISIONS = (None, "int8", "int4")  # what an optional target (lm_head, vision tower, projector) may ask for
+
+
+@dataclass(frozen=True)
+class GptqInt4:
+    """W4A16 GPTQ (GPTQModel's solver), GPTQ v1 checkpoint. group 128 + sym is what Marlin kernels take.
+    act_group_aware: GPTQModel's group-aware reordering (keeps the plain g_idx layout); desc_act: act-order
+    (g_idx permuted, slower kernels); damp_percent: Hessian dampening (fraction of its mean diagonal)."""
+
+    name: ClassVar[str] = "gptq-int4"
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = True
+    desc_act: bool = False
+    act_group_aware: bool = True
+    damp_percent: float = 0.01
+    block_size: int = 128
+    true_sequential: bool = True
+
+
+@dataclass(frozen=True)
+class GptqInt8:
+    """W8A16 GPTQ; group_size -1 = per output channel."""
+
+    name: ClassVar[str] = "gptq-int8"
+    bits: int = 8
+    group_size: int = 128
+    sym: bool = True
+    desc_act: bool = False
+    act_group_aware: bool = True
+    damp_percent: float = 0.01
+    block_size: int = 128
+    true_sequential: bool = True
+
+
+@dataclass(frozen=True)
+class RtnInt4:
+    """Round-to-nearest INT4 in the GPTQ v1 format (data-free baseline)."""
+
+    name: ClassVar[str] = "rtn-int4"
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = True
+
+
+@dataclass(frozen=True)
+class RtnInt8:
+    """Round-to-nearest INT8 in the GPTQ v1 format (data-free baseline)."""
+
+    name: ClassVar[str] = "rtn-int8"
+    bits: int = 8
+    group_size: int = 128
+    sym: bool = True
+
+
+@dataclass(frozen=True)
+class BnbInt8:
+    """bitsandbytes LLM.int8: int8 rows with one absmax scale per output row; threshold: activation
+    magnitude above which LLM.int8 runs the column in 16 bit at inference."""
+
+    name: ClassVar[str] = "bnb-int8"
+    threshold: float = 6.0
+
+
+@dataclass(frozen=True)
+class BnbNf4:
+    """bitsandbytes NF4 (blocks of `blocksize` weights, one absmax each); double_quant quantizes the absmaxes."""
+
+    name: ClassVar[str] = "bnb-nf4"
+    blocksize: int = 64
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+
+
+SCHEME_CONFIGS: dict[str, type] = {c.name: c for c in (GptqInt4, GptqInt8, RtnInt4, RtnInt8, BnbInt8, BnbNf4)}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Which Linears are quantized. decoder: every Linear of the text decoder. lm_head / vision_tower /
+    projector: None (kept bf16) or a precision ('int8', 'int4') where the scheme supports it (plan.py)."""
+
+    decoder: bool = True
+    lm_head: str | None = None
+    vision_tower: str | None = None
+    projector: str | None = None
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """Calibration data (GPTQ schemes only). set: a built-in set, manifest, folder or hf:PATH
+    (calibration.dataset.load_set); text_only: drop every image (for the images-vs-text comparison);
+    activation_budget_gib: decoder activations kept in CPU memory before they spill to disk."""
+
+    set: str = "calib"
+    num_samples: int | None = 128
+    seed: int = 0
+    max_tokens: int | None = 4096
+    text_only: bool = False
+    activation_budget_gib: float = 8.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Validation bars carried by a recipe (checked by the report / validate against the bf16 reference).
+    min_accuracy_ratio: quantized / reference held-out accuracy; max_mean_kl: mean token KL(ref‖quant);
+    max_size_gb: checkpoint size on disk (GB = 1e9 bytes), checked by convert."""
+
+    min_accuracy_ratio: float | None = None
+    max_mean_kl: float | None = None
+    max_size_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a conversion needs besides the model path and the output directory."""
+
+    scheme: Any = field(default_factory=GptqInt4)
+    name: str = "custom"
+    description: str = ""
+    targets: Targets = field(default_factory=Targets)
+    calibration: CalibConfig = field(default_factory=CalibConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    max_shard_gb: float = 5.0
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict; the scheme is {'name': ..., fields...}."""
+        out = dataclasses.asdict(self)
+        out["scheme"] = {"name": self.scheme.name, **dataclasses.asdict(self.scheme)}
+        return out
+
+
+SECTIONS = {"targets": Targets, "calibration": CalibConfig, "thresholds": Thresholds}
+
+
+def build(cls: type, raw: dict | None, where: str):
+    """cls(**raw), UsageError on an unknown key or a value of the wrong type (where = the recipe section)."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"expected a mapping, got {type(raw).__name__}", where=where,
+                         fix=f"write it as keys: {', '.join(f.name for f in fields(cls))}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise UsageError(f"unknown key(s) {unknown}", where=where, fix=f"use only {sorted(known)}")
+    for key, value in raw.items():
+        _check_type(cls, known[key], value, f"{where}.{key}")
+    return cls(**raw)
+
+
+def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+    if default is None or value is None:
+        if value is None and default is not None:
+            raise UsageError("must not be null", where=where, fix=f"give a value like {default!r}")
+        return
+    wanted = kinds.get(type(default), (type(default),))
+    if isinstance(value, bool) and bool not in wanted or not isinstance(value, wanted):
+        raise UsageError(f"{value!r} is not a {type(default).__name__}", where=where,
+                         fix=f"e.g. {default!r} (the default)")
+
+
+def scheme_from_dict(raw, where: str = "scheme"):
+    """'gptq-int4' or {'name': 'gptq-int4', 'group_size': 64, ...} → the scheme's config."""
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise UsageError("the scheme needs a name", where=where, fix=f"use one of {sorted(SCHEME_CONFIGS)}")
+    name = raw["name"]
+    if name not in SCHEME_CONFIGS:
+        raise UsageError(f"unknown scheme {name!r}", where=where, fix=f"use one of {sorted(SCHEME_CONFIGS)}")
+    return build(SCHEME_CONFIGS[name], {k: v for k, v in raw.items() if k != "name"}, where)
+
+
+def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
+    """A recipe mapping (parsed YAML or a manifest's `recipe`) → Recipe; unknown keys anywhere are errors."""
+    if not isinstance(raw, dict):
+        raise UsageError("a recipe is a mapping of keys", where=where, fix="see recipes/*.yaml for the shape")
+    top = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise UsageError(f"unknown key(s) {unknown}", where=where, fix=f"use only {sorted(top)}")
+    kwargs = {k: v for k, v in raw.items() if k not in SECTIONS and k != "scheme"}
+    for key, value in kwargs.items():
+        _check_type(Recipe, next(f for f in fields(Recipe) if f.name == key), value, f"{where}.{key}")
+    sections = {k: build(cls, raw.get(k), f"{where}.{k}") for k, cls in SECTIONS.items()}
+    scheme = scheme_from_dict(raw.get("scheme", GptqInt4.name), f"{where}.scheme")
+    return Recipe(scheme=scheme, **sections, **kwargs)
+
+
+def with_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "command line") -> Recipe:
+    """Recipe with dotted-key overrides applied, e.g. {'calibration.num_samples': 8, 'scheme.group_size': 64,
+    'scheme': 'rtn-int4'}. A new scheme name resets the scheme's options to its defaults first."""
+    raw = recipe.to_dict()
+    if "scheme" in overrides:
+        raw["scheme"] = {"name": overrides["scheme"]}
+    for key, value in overrides.items():
+        if key == "scheme" or value is None:
+            continue
+        section, _, leaf = key.partition(".")
+        if not leaf or section not in raw or not isinstance(raw[section], dict):
+            raise UsageError(f"cannot override {key!r}", where=where, fix="use section.key, e.g. calibration.seed")
+        raw[section][leaf] = value
+    return recipe_from_dict(raw, where)

@@ -1,0 +1,48 @@
+"""Recipes: YAML files (recipes/*.yaml at the repository root) parsed into config.Recipe.
+
+    recipe = load_recipe("tiny-gptq-int4")          # a shipped recipe by name
+    recipe = load_recipe("my/recipe.yaml")          # or any file
+Unknown keys are errors (config.recipe_from_dict); defaults live in config.py only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Recipe, recipe_from_dict
+from .errors import InputError
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+DEFAULT_RECIPE = "tiny-gptq-int4"  # what `pixtral-quant convert` with no arguments runs
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes in recipes/ (file stems)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe file from a path or a shipped name."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{spec}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise InputError("no such recipe", where=spec,
+                     fix=f"pass a .yaml file or one of {', '.join(shipped_recipes()) or '(none found)'}")
+
+
+def load_recipe(spec: str | Path) -> Recipe:
+    """Parse a recipe file (or shipped name); InputError for bad YAML, UsageError for unknown keys."""
+    import yaml
+
+    path = recipe_path(spec)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML ({exc})", where=path, fix="fix the YAML syntax") from None
+    raw = raw or {}
+    if isinstance(raw, dict):
+        raw.setdefault("name", path.stem)
+    return recipe_from_dict(raw, where=str(path))

@@ -1,0 +1,77 @@
+"""gptq-int4 / gptq-int8: GPTQModel's GPTQ solver (gptqmodel.quantization.gptq.GPTQ) under our own capture
+loop (capture.py feeds it each Linear's inputs, layer by layer). We do not re-derive the GPTQ math: the
+Hessian accumulation, dampening, Cholesky inverse, act-order / group-aware ordering and the column-by-column
+error feedback are GPTQModel's. What is ours: turning its result (dequantized weight, scales, zeros, g_idx)
+into GPTQ v1 tensors (intquant.from_dequantized + to_gptq_v1, tested equal to GPTQModel's packer).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import require
+from . import intquant
+from .gptq_format import gptq_quantization_config
+
+EXTRA = "gptq"
+
+
+def group_aware(config) -> bool:
+    """GPTQModel's group-aware reordering applies to grouped, non-act-order runs only."""
+    return config.act_group_aware and not config.desc_act and config.group_size > 0
+
+
+class GptqSolver:
+    """One Linear's GPTQ task: add_batch(x) with its inputs (float [..., in]), then finish()."""
+
+    def __init__(self, linear: torch.nn.Linear, config):
+        gptq_mod = require("gptqmodel.quantization.gptq", EXTRA)
+        QuantizeConfig = require("gptqmodel", EXTRA).QuantizeConfig
+        # A float32 view of the weight so the dequantized result is not rounded to bf16 before we read the
+        # integers back out of it.
+        work = torch.nn.Linear(linear.in_features, linear.out_features, bias=False, device=linear.weight.device)
+        work.weight.data = linear.weight.detach().float().clone()
+        # fallback=None: never fall back to RTN silently; offload_to_disk=False: we manage our own memory.
+        qcfg = QuantizeConfig(bits=config.bits, group_size=config.group_size, sym=config.sym,
+                              desc_act=config.desc_act, act_group_aware=group_aware(config),
+                              damp_percent=config.damp_percent, fallback=None, offload_to_disk=False)
+        self.task = gptq_mod.GPTQ(work, qcfg)
+        self.task.quantizer.configure(perchannel=True)
+        self.config = config
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        """x: the Linear's input for one sample, [1, T, in] (any float dtype)."""
+        self.task.add_batch(x.detach(), None)
+
+    def finish(self) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
+        """(GPTQ v1 tensors, GPTQModel's average loss, dequantized weight float32 [out, in])."""
+        q, scale, zero, g_idx, _, avg_loss, _, _ = self.task.quantize(blocksize=self.config.block_size)
+        q, scale, zero, g_idx = (t.detach().cpu() for t in (q, scale, zero, g_idx))
+        qt = intquant.from_dequantized(q.float(), scale, zero, g_idx, self.config.bits)
+        self.task.free()
+        bias = None if self.bias is None else self.bias.cpu()
+        return intquant.to_gptq_v1(qt, bias), float(avg_loss), q.float()
+
+
+class GptqHandler:
+    """Handler for GptqInt4 / GptqInt8 configs."""
+
+    extra = EXTRA
+    needs_calibration = True
+
+    def __init__(self, config):
+        self.config = config
+        self.name = config.name
+        self.group_size = config.group_size
+
+    def require(self) -> None:
+        require("gptqmodel", EXTRA)
+
+    def solver(self, linear: torch.nn.Linear) -> GptqSolver:
+        return GptqSolver(linear, self.config)
+
+    def quantization_config(self, plan) -> dict:
+        c = self.config
+        return gptq_quantization_config(c.bits, c.group_size, c.sym, c.desc_act, plan,
+                                        {"damp_percent": c.damp_percent, "act_group_aware": group_aware(c)})

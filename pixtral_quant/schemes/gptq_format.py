@@ -1,0 +1,34 @@
+"""The GPTQ v1 checkpoint entry shared by rtn-* and gptq-*: `quantization_config` for config.json.
+
+Read by transformers 5 (through optimum's GPTQQuantizer, kernels from GPTQModel), GPTQModel.load and vLLM
+(gptq / gptq_marlin). What each needs, checked in their sources:
+- transformers/optimum: quant_method, bits, group_size, desc_act, sym, checkpoint_format; only Linears under
+  `block_name_to_quantize` are replaced (without it optimum guesses the first matching block pattern), and
+  `modules_in_block_to_quantize` (list of lists, matched with endswith) narrows them.
+- vLLM: bits, group_size, desc_act, sym, lm_head; it flattens `modules_in_block_to_quantize` and matches its
+  entries as substrings of its own module names (language_model.model.layers.N.self_attn.qkv_proj ...), so
+  entries spelled 'self_attn.q_proj' / 'mlp.gate_proj' never match the vision tower (attention.*,
+  feed_forward.*) or the projector, which stay unquantized.
+"""
+
+from __future__ import annotations
+
+BLOCK = "model.language_model.layers"  # transformers 5 runtime name of the decoder block list
+
+
+def gptq_quantization_config(bits: int, group_size: int, sym: bool, desc_act: bool, plan, extra: dict) -> dict:
+    """The config.json `quantization_config` of a GPTQ v1 checkpoint for the Linears `plan` quantizes."""
+    modules = sorted({t.name.split(".layers.", 1)[1].split(".", 1)[1] for t in plan.quantized()})
+    return {
+        "quant_method": "gptq",
+        "checkpoint_format": "gptq",
+        "bits": bits,
+        "group_size": group_size,
+        "sym": sym,
+        "desc_act": desc_act,
+        "lm_head": False,
+        "block_name_to_quantize": BLOCK,
+        "modules_in_block_to_quantize": [modules],
+        "true_sequential": True,
+        **extra,
+    }

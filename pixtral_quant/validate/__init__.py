@@ -1,0 +1,1 @@
+"""Measuring a converted checkpoint against its bf16 reference: metrics.py (pure), runner.py (models)."""
