@@ -1,9 +1,8 @@
-"""Shared fixtures: the tiny Pixtral (trained when bundled, else random bf16 weights) and its native twin."""
+"""Shared fixtures: the bundled trained tiny Pixtral, its native twin, and one shared GPTQ conversion."""
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 import torch
@@ -17,23 +16,10 @@ os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """The bundled tiny model directory (HF format, checkpoint names, tokenizer.model.v7m1).
-
-    Until trained weights are bundled, a seeded random-weight model of the same config, saved by
-    transformers' save_pretrained in bf16 with the v7m1 tokenizer copied in."""
-    if (TINY_MODEL / "model.safetensors").is_file():
-        return TINY_MODEL
-    from transformers import LlavaForConditionalGeneration
-
-    from pixtral_quant.fixtures.train import tiny_config
-    from pixtral_quant.loading.tokenizer import bundled_tokenizer_path
-
-    out = tmp_path_factory.mktemp("tiny-pixtral")
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(tiny_config()).to(torch.bfloat16).save_pretrained(out)
-    shutil.copy(bundled_tokenizer_path("v7m1"), out / "tokenizer.model.v7m1")
-    return out
+def tiny_model_dir():
+    """The bundled trained tiny model directory (HF format, checkpoint names, tokenizer.model.v7m1)."""
+    assert (TINY_MODEL / "model.safetensors").is_file(), f"the bundled model is missing from {TINY_MODEL}"
+    return TINY_MODEL
 
 
 @pytest.fixture(scope="session")
