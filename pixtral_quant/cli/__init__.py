@@ -39,6 +39,9 @@ def _register() -> None:
     from . import inspect as _inspect  # noqa: F401  (each module adds its command to `main`)
     from . import calib as _calib  # noqa: F401
     from . import convert as _convert  # noqa: F401
+    from . import plan as _plan  # noqa: F401
+    from . import synth as _synth  # noqa: F401
+    from . import bench as _bench  # noqa: F401
 
 
 _register()

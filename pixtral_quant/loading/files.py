@@ -94,13 +94,18 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
 
 def stream_tensors(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) for `names` of `path`, one tensor in memory at a time (memory-mapped read).
-    Tensors keep their stored dtype and shape; safetensors errors become InputError naming the file."""
+    Tensors keep their stored dtype and shape; safetensors errors become InputError naming the file.
+
+    Each tensor is a copy: safetensors' get_tensor returns a view into a private mapping of the whole file, and
+    one such view kept alive (a norm weight waiting in an output shard) pins the mapping and every page of the
+    file read through it, so the process's resident memory grew with every layer read (see
+    reports/rss-vs-depth.md)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             for name in names:
-                yield name, f.get_tensor(name)
+                yield name, f.get_tensor(name).clone()
     except SafetensorError as exc:
         raise _damaged(path, str(exc)) from None
 

@@ -1,0 +1,121 @@
+"""`pixtral-quant plan`: will this recipe's checkpoint run on this card? Parses options, delegates to
+pixtral_quant.memory.memory_report, renders; exit 0 when it fits, 1 when it does not."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import main
+
+LABELS = {"decoder_linears": "decoder Linears", "lm_head": "lm_head", "embeddings": "embeddings",
+          "vision_tower": "vision tower", "projector": "projector", "norms": "norms"}
+
+
+def _image_size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        w, h = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("write it as WIDTHxHEIGHT, e.g. 1024x1024") from None
+    return w, h
+
+
+@main.command("plan")
+@click.option("--model", help="Model directory, config.json / params.json, hub id or shipped name (a config is "
+              "enough). Default: the model of the recipe's promise (pixtral-12b, or pixtral-large for its recipe).")
+@click.option("--recipe", required=True, help="Recipe file or shipped recipe name (recipes/*.yaml).")
+@click.option("--gpu-memory", help="The card: 8GiB, 24GiB, 80GiB ... (default: the recipe's promise).")
+@click.option("--reserve", help="GPU memory kept for the CUDA context (default: 0.5 GiB; 5 GiB from 40 GiB cards).")
+@click.option("--context", type=click.IntRange(min=1), help="Tokens the KV cache holds (prompt + generated).")
+@click.option("--images", type=click.IntRange(min=0), help="Images in the prompt (default 1).")
+@click.option("--image-size", callback=_image_size, help="WIDTHxHEIGHT of each image (default 1024x1024).")
+@click.option("--text-tokens", type=click.IntRange(min=0), help="Prompt text tokens (default 1024).")
+@click.option("--new-tokens", type=click.IntRange(min=0), help="Generated tokens (default 128).")
+@click.option("--embeddings", type=click.Choice(["gpu", "cpu"]), help="Where the embedding lookup runs.")
+@click.option("--vision", type=click.Choice(["gpu", "offload"]), help="Vision tower + projector resident or offloaded.")
+@click.option("--lm-head-on", type=click.Choice(["gpu", "cpu"]), help="Where the lm_head runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_cmd(model, recipe, gpu_memory, reserve, context, images, image_size, text_tokens, new_tokens, embeddings,
+             vision, lm_head_on, as_json) -> None:
+    """Bytes of a recipe's checkpoint and of one generation on a GPU: weights per component (quantized Linears
+    with their scales, zeros and g_idx), KV cache, prefill activations, CUDA reserve. Exit 0 when the peak fits
+    the card, 1 when it does not, with the cheapest change that would fit.
+
+    Without options the recipe's own promise is checked (pixtral-12b-int4: 8 GiB, pixtral-12b-int8: 14 GiB,
+    pixtral-large-int4: 80 GiB at 8k context; one 1024x1024 image + 1024 text tokens + 128 new tokens).
+
+    \b
+    Examples:
+      pixtral-quant plan --recipe pixtral-12b-int8
+      pixtral-quant plan --recipe pixtral-large-int4 --context 16384
+      pixtral-quant plan --recipe pixtral-12b-int4 --gpu-memory 8GiB --embeddings cpu --json
+      pixtral-quant plan --model /models/Pixtral-12B-2409/params.json --recipe my.yaml --gpu-memory 24GiB
+    """
+    from ..errors import CheckFailed
+    from ..memory import memory_report
+    from ..memory.units import fmt_bytes
+
+    workload = {"context": context, "images": images, "text_tokens": text_tokens, "new_tokens": new_tokens}
+    if image_size:
+        workload.update(image_width=image_size[0], image_height=image_size[1])
+    placement = {"embeddings": embeddings, "vision": vision, "lm_head": lm_head_on}
+    report = memory_report(model, recipe, gpu_memory=gpu_memory, reserve=reserve, workload=workload,
+                           placement=placement)
+    click.echo(json.dumps(report, indent=2)) if as_json else _render(report)
+    if not report["fits"]:
+        raise CheckFailed(f"the peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}) is over the "
+                          f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
+                          where=report["recipe"], fix=_fix(report))
+
+
+def _fix(report: dict) -> str:
+    p = report["proposal"]
+    if p is None:
+        return "no change in the table fits: use a larger card" + \
+            (f" or a context of at most {report['max_context']} tokens" if report["max_context"] else "")
+    return "cheapest change: " + "; ".join(c["label"] + ("" if c["supported"] else " (convert cannot write it yet)")
+                                           for c in p["changes"])
+
+
+def _render(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..memory.units import fmt_bytes
+
+    console = Console()
+    tok = report["tokens"]
+    console.print(f"[bold]{report['model']}[/bold] with [bold]{report['recipe']}[/bold] ({report['scheme']}) on a "
+                  f"{fmt_bytes(report['card_bytes'])} card: {fmt_bytes(report['limit_bytes'])} for tensors "
+                  f"({fmt_bytes(report['reserve_bytes'])} kept for CUDA)")
+    console.print(f"workload: prompt {tok['prompt']} tokens ({tok['image_tokens']} image tokens), context "
+                  f"{tok['context']} tokens")
+    weights = Table("component", "bytes", "where", "in the checkpoint", title="weights")
+    ckpt = report["checkpoint"]
+    for comp, row in report["weights"].items():
+        stored = fmt_bytes(ckpt["tensor_bytes"].get(comp, 0))
+        weights.add_row(LABELS[comp], fmt_bytes(row["bytes"]), row["where"], stored)
+    console.print(weights)
+    console.print(f"checkpoint: {fmt_bytes(ckpt['total_bytes'])} ({ckpt['total_bytes'] / 1e9:.2f} GB) in "
+                  f"{ckpt['files']} file(s)" + ("" if ckpt["max_size_gb"] is None else
+                                                f"; recipe max_size_gb {ckpt['max_size_gb']}: "
+                                                f"{'ok' if ckpt['size_ok'] else 'over'}"))
+    kv = report["kv_cache"]
+    console.print(f"KV cache: {fmt_bytes(kv['bytes_per_1k_tokens'])} per 1k tokens, {fmt_bytes(kv['bytes'])} "
+                  f"at {tok['context']} tokens")
+    phases = Table("phase", "activations", "GPU total", title="GPU memory by phase")
+    for phase, total in report["phases"].items():
+        phases.add_row(phase, fmt_bytes(report["activations"][phase]), fmt_bytes(total))
+    console.print(phases)
+    verdict = "[green]fits[/green]" if report["fits"] else "[red]does not fit[/red]"
+    console.print(f"peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}), limit "
+                  f"{fmt_bytes(report['limit_bytes'])}: {verdict}; host memory for CPU-placed weights "
+                  f"{fmt_bytes(report['host_bytes'])}; longest context that fits: {report['max_context']}")
+    for key, title in (("proposal", "cheapest change"), ("proposal_supported_today", "cheapest with today's convert")):
+        if report[key]:
+            p = report[key]
+            console.print(f"{title}: " + "; ".join(c["label"] for c in p["changes"]) +
+                          f" → peak {fmt_bytes(p['peak_bytes'])}, headroom {fmt_bytes(p['headroom_bytes'])}")

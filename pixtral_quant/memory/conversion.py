@@ -1,0 +1,117 @@
+"""Predicted peak host RSS of `convert`, term by term, from a config and a recipe — none of the terms grows with
+the number of decoder layers (checked against measurements by scripts/rss_vs_depth.py).
+
+Terms (bytes), following convert.py / capture.py / schemes:
+- baseline:   the interpreter with torch, transformers and the pipeline imported (measured: ≈ 0.8 GiB);
+- outside:    every non-decoder tensor in the source dtype, read at once and emitted first;
+- shard:      output waiting in the shard being filled: at most max_shard_gb (or one tensor larger than that),
+              at most everything written so far (outside tensors included), times SHARD_HEAP_FACTOR;
+- layer:      one decoder layer as stored;
+- transient:  the quantizer's temporaries on the largest Linear (RTN: float32 weight, int32 codes, the int64
+              packing buffers ≈ TRANSIENT_BYTES_PER_PARAM['rtn'] bytes per parameter);
+- GPTQ only:  GPTQModel's import (GPTQ_LIBRARY_BYTES), the shell (embeddings + vision tower + projector in the
+              compute dtype, on the CPU when there is no GPU), calibration activations (samples × tokens ×
+              hidden, at most activation_budget_gib; the rest spills to disk), the layer in float32 on the CPU
+              and one Hessian [in, in] float32 per Linear being solved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .inventory import ModelShapes, inventory
+from .storage import DTYPE_BYTES
+from .units import GIB
+
+BASELINE_BYTES = int(0.8 * GIB)
+# Resident bytes per byte of output waiting in a filling shard: the shard's tensors interleave on the heap with the
+# quantizer's freed temporaries, which the allocator then cannot return (measured on synthetic models: 1.5–1.7).
+SHARD_HEAP_FACTOR = 1.7
+GPTQ_LIBRARY_BYTES = 470 * 2**20  # importing GPTQModel 7.6 (measured), after the baseline
+# Temporaries per parameter of the largest Linear while it is quantized (bytes): RTN holds the float32 weight,
+# int32 codes, their transpose and two int64 packing buffers at once; GPTQ the float32 working copy, the solver's
+# error and dequantized copies.
+TRANSIENT_BYTES_PER_PARAM = {"rtn": 24, "gptq": 16, "bnb": 8}
+FAMILY = {"rtn-int4": "rtn", "rtn-int8": "rtn", "gptq-int4": "gptq", "gptq-int8": "gptq", "bnb-int8": "bnb",
+          "bnb-nf4": "bnb"}
+LAYERS = "model.language_model.layers."
+
+
+@dataclass(frozen=True)
+class RssTerms:
+    """The terms (bytes) and the predicted peak (baseline + the larger of the two phases)."""
+
+    baseline: int
+    outside: int
+    shard: int
+    layer: int
+    transient: int
+    library: int = 0
+    shell: int = 0
+    activations: int = 0
+    layer_compute: int = 0
+    hessians: int = 0
+
+    @property
+    def outside_phase(self) -> int:
+        return self.outside + self.shell + self.activations
+
+    @property
+    def layer_phase(self) -> int:
+        return self.shard + self.layer + self.transient + self.activations + self.layer_compute + self.hessians
+
+    @property
+    def peak(self) -> int:
+        return self.baseline + self.library + max(self.outside_phase, self.layer_phase)
+
+
+def _decoder_linears(shapes: ModelShapes, layer: int = 0):
+    return [lin for lin in shapes.linears if lin.name.startswith(f"{LAYERS}{layer}.")]
+
+
+def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib_tokens: int | None = None,
+                baseline: int = BASELINE_BYTES) -> RssTerms:
+    """Predicted RSS terms of converting the model `shapes` describes with `recipe`. gpu: compute on a GPU (the
+    shell, layer and Hessians then live there); calib_tokens: total calibration tokens (default: samples ×
+    max_tokens, the recipe's upper bound)."""
+    src = DTYPE_BYTES[shapes.dtype]
+    source = {lin.name: lin.in_features * lin.out_features * src for lin in shapes.linears}
+    others = [it for it in shapes.others if it.stored]
+    outside = sum(n for name, n in source.items() if not name.startswith(LAYERS)) + \
+        sum(it.nbytes for it in others if not it.name.startswith(LAYERS))
+    layer_lins = _decoder_linears(shapes)
+    layer = sum(source[lin.name] for lin in layer_lins) + \
+        sum(it.nbytes for it in others if it.name.startswith(f"{LAYERS}0."))
+    output = sum(it.nbytes for it in inventory(shapes, recipe) if it.stored)
+    largest = max(lin.in_features * lin.out_features for lin in layer_lins)
+    shard = int(SHARD_HEAP_FACTOR * min(max(int(recipe.max_shard_gb * 1e9), max(it.nbytes for it in others)), output))
+    family = FAMILY[recipe.scheme.name]
+    terms = dict(baseline=baseline, outside=outside, shard=shard, layer=layer,
+                 transient=TRANSIENT_BYTES_PER_PARAM[family] * largest)
+    if family == "gptq":
+        terms.update(_gptq_terms(config, shapes, recipe, gpu, calib_tokens, layer_lins, src))
+    return RssTerms(**terms)
+
+
+def _hessian_bytes(layer_lins, true_sequential: bool) -> int:
+    """float32 [in, in] per Linear of the largest group solved at once (capture.groups_for)."""
+    from ..capture import groups_for
+
+    ins = {lin.name.split(".", 4)[-1]: lin.in_features for lin in layer_lins}
+    return max(sum(4 * ins[n] ** 2 for n in group if n in ins) for group in groups_for(true_sequential))
+
+
+def _gptq_terms(config, shapes, recipe, gpu: bool, calib_tokens, layer_lins, src: int) -> dict:
+    """Shell, activation store, float32 layer and Hessians of the calibrated path."""
+    compute = 2 if gpu else 4  # convert.compute_setup: bf16 on a GPU, float32 on the CPU
+    calib = recipe.calibration
+    tokens = calib_tokens if calib_tokens is not None else (calib.num_samples or 0) * (calib.max_tokens or 4096)
+    shell_params = sum(lin.in_features * lin.out_features for lin in shapes.linears
+                       if lin.target in ("vision_tower", "projector")) + \
+        sum(it.nbytes // src for it in shapes.others if it.stored and not it.name.startswith(LAYERS)
+            and not it.name.startswith("lm_head"))
+    acts = min(int(calib.activation_budget_gib * GIB), tokens * config.text_config.hidden_size * compute)
+    layer_params = sum(lin.in_features * lin.out_features for lin in layer_lins)
+    hessians = _hessian_bytes(layer_lins, getattr(recipe.scheme, "true_sequential", True))
+    return {"library": GPTQ_LIBRARY_BYTES, "shell": shell_params * (src if gpu else src + 4), "activations": acts,
+            "layer_compute": 0 if gpu else layer_params * 4, "hessians": 0 if gpu else hessians}

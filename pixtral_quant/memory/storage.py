@@ -1,0 +1,152 @@
+"""Stored bytes of one Linear in each checkpoint format: pure arithmetic on (in_features, out_features).
+
+Formats (what convert writes, see schemes/ and /work/shared/notes/formats.md):
+- dense:    weight [out, in] in the model dtype (+ bias [out])
+- gptq:     GPTQ v1 — qweight int32 [in·bits/32, out], qzeros int32 [groups, out·bits/32], scales float16
+            [groups, out], g_idx int32 [in] (+ bias float16 [out]); groups = in / group_size (1 for -1)
+- bnb-int8: weight int8 [out, in], SCB float32 [out], weight_format uint8 [] (+ bias)
+- bnb-nf4:  weight uint8 [ceil(out·in/2), 1], absmax (uint8 [blocks] with double quant, else float32),
+            quant_map float32 [16], with double quant nested_absmax float32 [ceil(blocks/256)] and
+            nested_quant_map float32 [256], quant_state.bitsandbytes__nf4 uint8 [len(JSON)] (+ bias)
+The same tensors are what a loaded model keeps on the device, so runtime bytes equal stored bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "int32": 4, "int8": 1, "uint8": 1, "int64": 8,
+               "bool": 1}
+NF4_NESTED_BLOCK = 256  # bitsandbytes quantizes the absmaxes in blocks of 256 (double quant)
+NF4_OFFSET = 0.06372483819723129  # a typical nested_offset: its repr length sets the quant_state JSON length
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored tensor of a Linear: suffix after the module name ('qweight', 'weight.absmax' ...)."""
+
+    suffix: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one Linear is stored. kind: a key of FORMAT_TENSORS; bits/group_size for gptq; blocksize,
+    double_quant and compute_dtype for bnb-nf4; dtype: the dtype of dense weights and bnb biases."""
+
+    kind: str
+    bits: int = 16
+    group_size: int = 128
+    blocksize: int = 64
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+    dtype: str = "bfloat16"
+
+    @property
+    def label(self) -> str:
+        labels = {"dense": self.dtype, "gptq": f"gptq int{self.bits} g{self.group_size}", "bnb-int8": "bnb int8",
+                  "bnb-nf4": f"bnb nf4 b{self.blocksize}" + (" dq" if self.double_quant else "")}
+        return labels[self.kind]
+
+
+def _bias(fmt: Format, out_f: int, dtype: str) -> list[Stored]:
+    return [Stored("bias", dtype, (out_f,))]
+
+
+def dense_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
+    """weight [out, in] in fmt.dtype (+ bias)."""
+    return [Stored("weight", fmt.dtype, (out_f, in_f))] + (_bias(fmt, out_f, fmt.dtype) if bias else [])
+
+
+def gptq_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
+    """GPTQ v1: qweight, qzeros, scales, g_idx (+ float16 bias). ValueError for a group size not dividing in."""
+    if fmt.group_size != -1 and in_f % fmt.group_size:
+        raise ValueError(f"group size {fmt.group_size} does not divide in_features {in_f}")
+    groups = 1 if fmt.group_size == -1 else in_f // fmt.group_size
+    per_word = 32 // fmt.bits
+    out = [Stored("qweight", "int32", (in_f // per_word, out_f)),
+           Stored("qzeros", "int32", (groups, out_f // per_word)),
+           Stored("scales", "float16", (groups, out_f)),
+           Stored("g_idx", "int32", (in_f,))]
+    return out + (_bias(fmt, out_f, "float16") if bias else [])
+
+
+def bnb_int8_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
+    """LLM.int8: weight int8 [out, in], SCB float32 [out], weight_format uint8 [] (+ bias as stored)."""
+    out = [Stored("weight", "int8", (out_f, in_f)), Stored("SCB", "float32", (out_f,)),
+           Stored("weight_format", "uint8", ())]
+    return out + (_bias(fmt, out_f, fmt.dtype) if bias else [])
+
+
+def nf4_state_json(fmt: Format, in_f: int, out_f: int) -> str:
+    """The quant_state JSON bitsandbytes packs (QuantState.as_dict(packed=True)); its length is the tensor's."""
+    state = {"quant_type": "nf4", "blocksize": fmt.blocksize, "dtype": fmt.compute_dtype, "shape": [out_f, in_f]}
+    if fmt.double_quant:
+        state.update({"nested_blocksize": NF4_NESTED_BLOCK, "nested_dtype": "float32", "nested_offset": NF4_OFFSET})
+    return json.dumps(state)
+
+
+def nf4_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
+    """NF4: packed weight, absmax, quant_map (+ nested absmax and map with double quant), quant_state (+ bias)."""
+    n = out_f * in_f
+    blocks = -(-n // fmt.blocksize)
+    out = [Stored("weight", "uint8", ((n + 1) // 2, 1)),
+           Stored("weight.absmax", "uint8" if fmt.double_quant else "float32", (blocks,)),
+           Stored("weight.quant_map", "float32", (16,))]
+    if fmt.double_quant:
+        out += [Stored("weight.nested_absmax", "float32", (-(-blocks // NF4_NESTED_BLOCK),)),
+                Stored("weight.nested_quant_map", "float32", (256,))]
+    state = len(nf4_state_json(fmt, in_f, out_f).encode())
+    out.append(Stored("weight.quant_state.bitsandbytes__nf4", "uint8", (state,)))
+    return out + (_bias(fmt, out_f, fmt.dtype) if bias else [])
+
+
+FORMAT_TENSORS: dict[str, Callable[[Format, int, int, bool], list[Stored]]] = {
+    "dense": dense_tensors, "gptq": gptq_tensors, "bnb-int8": bnb_int8_tensors, "bnb-nf4": nf4_tensors}
+
+
+def linear_tensors(fmt: Format, in_f: int, out_f: int, bias: bool = False) -> list[Stored]:
+    """Every tensor one Linear (in_f → out_f) stores in `fmt`."""
+    return FORMAT_TENSORS[fmt.kind](fmt, in_f, out_f, bias)
+
+
+def linear_bytes(fmt: Format, in_f: int, out_f: int, bias: bool = False) -> int:
+    """Stored bytes of one Linear in `fmt`."""
+    return sum(t.nbytes for t in linear_tensors(fmt, in_f, out_f, bias))
+
+
+# Scheme name → how its decoder Linears are stored (family) ...
+SCHEME_FAMILY = {"gptq-int4": "gptq", "gptq-int8": "gptq", "rtn-int4": "gptq", "rtn-int8": "gptq",
+                 "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
+# ... and (family, precision asked for an optional target) → format kind, bits. A GPTQ checkpoint has one
+# bit width for every quantized Linear (quantization_config.bits), so an int8 lm_head in an int4 GPTQ model
+# is only expressible with per-module overrides (GPTQModel's `dynamic`); it is sized here all the same.
+PRECISION_FORMATS: dict[tuple[str, str], tuple[str, int]] = {
+    ("gptq", "int4"): ("gptq", 4), ("gptq", "int8"): ("gptq", 8),
+    ("bnb-int8", "int8"): ("bnb-int8", 8), ("bnb-int8", "int4"): ("bnb-nf4", 4),
+    ("bnb-nf4", "int4"): ("bnb-nf4", 4), ("bnb-nf4", "int8"): ("bnb-int8", 8),
+}
+
+
+def format_for(scheme, precision: str | None = None, dtype: str = "bfloat16") -> Format:
+    """Format of a Linear quantized by `scheme` (a config.py scheme config). precision None: the scheme's own
+    (decoder Linears); 'int4' / 'int8': an optional target (lm_head, vision tower, projector)."""
+    family = SCHEME_FAMILY[scheme.name]
+    kind, bits = (family, getattr(scheme, "bits", 8 if family == "bnb-int8" else 4)) if precision is None \
+        else PRECISION_FORMATS[(family, precision)]
+    opts = {"blocksize": getattr(scheme, "blocksize", 64), "double_quant": getattr(scheme, "double_quant", True),
+            "compute_dtype": getattr(scheme, "compute_dtype", "bfloat16")} if kind == family else {}
+    return Format(kind, bits=bits, group_size=getattr(scheme, "group_size", 128), dtype=dtype, **opts)
+
+
+def dense(dtype: str = "bfloat16") -> Format:
+    """A Linear kept in `dtype`."""
+    return Format("dense", dtype=dtype)

@@ -1,0 +1,122 @@
+"""`pixtral-quant plan` on the shipped configs: the memory promises, the cheapest change, the CLI contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pixtral_quant.cli import main
+from pixtral_quant.config import with_overrides
+from pixtral_quant.memory import memory_report
+from pixtral_quant.memory.units import GIB
+from pixtral_quant.recipes import load_recipe
+
+# The 12B INT4 recipe needs its lm_head in INT4 to fit 8 GiB (see the xfail below); convert cannot write a GPTQ
+# lm_head yet (plan.OPTIONAL_SUPPORT), so the shipped recipe does not ask for it.
+INT4_LM_HEAD = {"targets.lm_head": "int4"}
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return {"12b-int8": memory_report("pixtral-12b", "pixtral-12b-int8"),
+            "large-int4": memory_report("pixtral-large", "pixtral-large-int4"),
+            "12b-int4": memory_report("pixtral-12b", "pixtral-12b-int4"),
+            "12b-int4-lm_head": memory_report("pixtral-12b", with_overrides(load_recipe("pixtral-12b-int4"),
+                                                                               INT4_LM_HEAD))}
+
+
+def test_12b_int8_fits_14gb(reports):
+    r = reports["12b-int8"]
+    assert r["card_bytes"] == 14 * GIB and r["limit_bytes"] == 13.5 * GIB
+    assert r["tokens"]["prompt"] == 4160 + 1024 and r["tokens"]["context"] == 4160 + 1024 + 128
+    assert r["fits"] and r["peak_bytes"] <= 13.5 * GIB
+    assert r["placement"]["embeddings"] == "cpu" and r["weights"]["embeddings"]["where"] == "cpu"
+
+
+def test_large_int4_fits_80gb_at_8k_context(reports):
+    r = reports["large-int4"]
+    assert r["tokens"]["context"] == 8192 and r["limit_bytes"] == 75 * GIB
+    assert r["fits"] and r["peak_bytes"] <= 75 * GIB
+    weights = sum(w["bytes"] for w in r["weights"].values())
+    assert 62 * GIB < weights < 64 * GIB  # ≈ 62.8 GiB in the issue's arithmetic
+    assert r["kv_cache"]["bytes_per_1k_tokens"] / GIB == pytest.approx(0.34375)
+
+
+def test_12b_int4_with_int4_lm_head_fits_8gb(reports):
+    r = reports["12b-int4-lm_head"]
+    assert r["fits"] and r["peak_bytes"] <= 7.5 * GIB
+    assert r["weights"]["lm_head"]["bytes"] < 0.35 * GIB  # 0.32 GiB at INT4 g128 instead of 1.25 in bf16
+
+
+@pytest.mark.xfail(strict=True, reason="pixtral-12b-int4.yaml keeps the lm_head bf16 (convert cannot write a GPTQ "
+                   "lm_head yet): 7.89 GiB > 7.5. Turns green once the recipe sets targets.lm_head: int4.")
+def test_shipped_12b_int4_fits_8gb(reports):
+    assert reports["12b-int4"]["fits"]
+
+
+def test_the_cheapest_change_is_proposed(reports):
+    r = reports["12b-int4"]
+    assert not r["fits"] and r["peak_phase"] == "prefill"
+    assert [c["key"] for c in r["proposal"]["changes"]] == ["lm_head-int4"]
+    assert r["proposal"]["targets"]["lm_head"] == "int4" and r["proposal"]["peak_bytes"] <= 7.5 * GIB
+    assert [c["key"] for c in r["proposal_supported_today"]["changes"]] == ["lm_head-cpu"]
+
+
+def test_placement_matters():
+    everything_on_gpu = memory_report("pixtral-12b", "pixtral-12b-int8", placement={"embeddings": "gpu",
+                                                                                    "vision": "gpu"})
+    assert not everything_on_gpu["fits"]
+    assert [c["key"] for c in everything_on_gpu["proposal"]["changes"]] == ["embeddings-cpu", "vision-offload"]
+
+
+def test_native_params_json_plans_like_the_hf_config(reports):
+    from pixtral_quant.assets import CONFIGS
+
+    native = memory_report(CONFIGS / "pixtral-12b-native" / "params.json", "pixtral-12b-int8")
+    assert native["weights"] == reports["12b-int8"]["weights"]
+    assert native["peak_bytes"] == reports["12b-int8"]["peak_bytes"]
+
+
+def test_quantized_linears_agree_with_converts_plan():
+    from pixtral_quant.loading import open_checkpoint
+    from pixtral_quant.memory.inventory import inventory, model_shapes
+    from pixtral_quant.plan import make_plan
+
+    config = open_checkpoint("tiny").config
+    shapes = model_shapes(config)
+    for name in ("tiny-gptq-int4", "tiny-bnb-int8"):
+        recipe = load_recipe(name)
+        if name == "tiny-bnb-int8":
+            recipe = with_overrides(recipe, {"targets.lm_head": "int8", "targets.projector": "int8"})
+        ours = {it.module for it in inventory(shapes, recipe) if it.fmt is not None and it.fmt.kind != "dense"}
+        assert ours == make_plan(config, recipe).names(), name
+
+
+def test_cli_exit_codes_and_json():
+    runner = CliRunner()
+    ok = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["fits"] is True
+    over = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int4"])
+    assert over.exit_code == 1 and "cheapest change: lm_head INT4" in over.stderr
+    small = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "12GiB", "--json"])
+    assert small.exit_code == 1 and json.loads(small.stdout)["card_bytes"] == 12 * GIB
+    bad = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "lots"])
+    assert bad.exit_code == 2 and "fix:" in bad.stderr
+    short = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--context", "1000"])
+    assert short.exit_code == 2 and "cannot hold" in short.stderr
+
+
+def test_workload_options_change_the_plan():
+    base = memory_report("pixtral-12b", "pixtral-12b-int8")
+    two = memory_report("pixtral-12b", "pixtral-12b-int8", workload={"images": 2})
+    assert two["tokens"]["prompt"] - base["tokens"]["prompt"] == 4160
+    assert two["kv_cache"]["bytes"] - base["kv_cache"]["bytes"] == 4160 * 163_840
+    ctx = memory_report("pixtral-12b", dataclasses.replace(load_recipe("pixtral-12b-int8")),
+                        workload={"context": base["max_context"]})
+    assert ctx["fits"]
+    over = memory_report("pixtral-12b", "pixtral-12b-int8", workload={"context": base["max_context"] + 1})
+    assert not over["fits"]
