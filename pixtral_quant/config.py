@@ -17,12 +17,11 @@ PRECISIONS = (None, "int8", "int4")  # what an optional target (lm_head, vision 
 
 
 @dataclass(frozen=True)
-class GptqInt4:
-    """W4A16 GPTQ (GPTQModel's solver), GPTQ v1 checkpoint. group 128 + sym is what Marlin kernels take.
-    act_group_aware: GPTQModel's group-aware reordering (keeps the plain g_idx layout); desc_act: act-order
-    (g_idx permuted, slower kernels); damp_percent: Hessian dampening (fraction of its mean diagonal)."""
+class _GptqFields:
+    """Fields of the GPTQ schemes. act_group_aware: GPTQModel's group-aware reordering (keeps the plain g_idx
+    layout); desc_act: act-order (g_idx permuted, slower kernels); damp_percent: Hessian dampening (fraction
+    of its mean diagonal)."""
 
-    name: ClassVar[str] = "gptq-int4"
     bits: int = 4
     group_size: int = 128
     sym: bool = True
@@ -34,38 +33,40 @@ class GptqInt4:
 
 
 @dataclass(frozen=True)
-class GptqInt8:
+class GptqInt4(_GptqFields):
+    """W4A16 GPTQ (GPTQModel's solver), GPTQ v1 checkpoint. group 128 + sym is what Marlin kernels take."""
+
+    name: ClassVar[str] = "gptq-int4"
+
+
+@dataclass(frozen=True)
+class GptqInt8(_GptqFields):
     """W8A16 GPTQ; group_size -1 = per output channel."""
 
     name: ClassVar[str] = "gptq-int8"
     bits: int = 8
-    group_size: int = 128
-    sym: bool = True
-    desc_act: bool = False
-    act_group_aware: bool = True
-    damp_percent: float = 0.01
-    block_size: int = 128
-    true_sequential: bool = True
 
 
 @dataclass(frozen=True)
-class RtnInt4:
-    """Round-to-nearest INT4 in the GPTQ v1 format (data-free baseline)."""
-
-    name: ClassVar[str] = "rtn-int4"
+class _RtnFields:
     bits: int = 4
     group_size: int = 128
     sym: bool = True
 
 
 @dataclass(frozen=True)
-class RtnInt8:
+class RtnInt4(_RtnFields):
+    """Round-to-nearest INT4 in the GPTQ v1 format (data-free baseline)."""
+
+    name: ClassVar[str] = "rtn-int4"
+
+
+@dataclass(frozen=True)
+class RtnInt8(_RtnFields):
     """Round-to-nearest INT8 in the GPTQ v1 format (data-free baseline)."""
 
     name: ClassVar[str] = "rtn-int8"
     bits: int = 8
-    group_size: int = 128
-    sym: bool = True
 
 
 @dataclass(frozen=True)
