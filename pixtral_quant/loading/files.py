@@ -93,21 +93,38 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
 
 
 def stream_tensors(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) for `names` of `path`, one tensor in memory at a time (memory-mapped read).
-    Tensors keep their stored dtype and shape; safetensors errors become InputError naming the file.
+    """Yield (name, tensor) for `names` of `path`, one tensor in memory at a time. Tensors keep their stored
+    dtype and shape; safetensors errors become InputError naming the file.
 
-    Each tensor is a copy: safetensors' get_tensor returns a view into a private mapping of the whole file, and
-    one such view kept alive (a norm weight waiting in an output shard) pins the mapping and every page of the
-    file read through it, so the process's resident memory grew with every layer read (see
-    reports/rss-vs-depth.md)."""
+    safetensors validates the file; the bytes are then read with plain file reads into tensors that own their
+    memory. (safetensors' get_tensor returns views into a private mapping of the whole file: one view kept alive
+    — a norm weight waiting in an output shard — pinned the mapping and every page read through it, so resident
+    memory grew with every layer read; see reports/rss-vs-depth.md.)"""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            for name in names:
-                yield name, f.get_tensor(name).clone()
+        with safe_open(str(path), framework="pt"):  # validates the layout; its mapping is never touched
+            header, data_size = _read_raw_header(path)
+            data_start = path.stat().st_size - data_size
+            with path.open("rb") as fh:
+                for name in names:
+                    yield name, _read_tensor(fh, path, name, header, data_start)
     except SafetensorError as exc:
         raise _damaged(path, str(exc)) from None
+
+
+def _read_tensor(fh, path: Path, name: str, header: dict, data_start: int) -> torch.Tensor:
+    """One tensor read from an open safetensors file into its own memory."""
+    if name not in header:
+        raise _damaged(path, f"no tensor named {name!r}")
+    entry = header[name]
+    start, end = (int(x) for x in entry["data_offsets"])
+    tensor = torch.empty(tuple(entry["shape"]), dtype=getattr(torch, DTYPE_NAMES[entry["dtype"]]))
+    if end > start:
+        fh.seek(data_start + start)
+        if fh.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != end - start:
+            raise _damaged(path, f"tensor {name!r} is cut short")
+    return tensor
 
 
 def read_json(path: Path) -> dict:

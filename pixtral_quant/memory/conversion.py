@@ -2,7 +2,7 @@
 the number of decoder layers (checked against measurements by scripts/rss_vs_depth.py).
 
 Terms (bytes), following convert.py / capture.py / schemes:
-- baseline:   the interpreter with torch, transformers and the pipeline imported (measured: ≈ 0.8 GiB);
+- baseline:   the interpreter with torch, transformers' Pixtral modeling and the pipeline imported (≈ 0.76 GiB);
 - outside:    every non-decoder tensor in the source dtype, read at once and emitted first;
 - shard:      output waiting in the shard being filled: at most max_shard_gb (or one tensor larger than that),
               at most everything written so far (outside tensors included), times SHARD_HEAP_FACTOR;
@@ -23,10 +23,11 @@ from .inventory import ModelShapes, inventory
 from .storage import DTYPE_BYTES
 from .units import GIB
 
-BASELINE_BYTES = int(0.8 * GIB)
+BASELINE_BYTES = int(0.76 * GIB)  # measured: torch + transformers' Pixtral modeling + the pipeline imported
 # Resident bytes per byte of output waiting in a filling shard: the shard's tensors interleave on the heap with the
-# quantizer's freed temporaries, which the allocator then cannot return (measured on synthetic models: 1.5–1.7).
-SHARD_HEAP_FACTOR = 1.7
+# quantizer's freed temporaries, which the allocator then cannot return (measured on synthetic models of width
+# 2048 with 5 GB shards: 1.5 at 4 layers, 2.4 at 16; reports/rss-vs-depth.md).
+SHARD_HEAP_FACTOR = 2.0
 GPTQ_LIBRARY_BYTES = 470 * 2**20  # importing GPTQModel 7.6 (measured), after the baseline
 # Temporaries per parameter of the largest Linear while it is quantized (bytes): RTN holds the float32 weight,
 # int32 codes, their transpose and two int64 packing buffers at once; GPTQ the float32 working copy, the solver's

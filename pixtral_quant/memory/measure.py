@@ -1,11 +1,11 @@
-"""Measured memory: peak host RSS of a job run in a fresh child process (resource.getrusage ru_maxrss, which
-counts every resident page the process ever held at once, file-backed mmap pages included) and the peak GPU
-memory torch allocated when CUDA is there.
+"""Measured memory: peak host RSS of a job run in a fresh child process (VmHWM: the most resident pages the
+process ever held at once, file-backed mmap pages included) and the peak GPU memory torch allocated when CUDA
+is there.
 
     from pixtral_quant.memory.measure import measure
     measure({"kind": "convert", "model": "/data/synth-16", "recipe": recipe.to_dict(), "out": "/tmp/o"})
 
-The child prints one JSON line: baseline_rss (after imports, before the job), peak_rss, seconds, result.
+The child prints one JSON line: baseline_rss (after the imports, before the job), peak_rss, seconds, result.
 """
 
 from __future__ import annotations
@@ -22,8 +22,15 @@ MARK = "PIXTRAL_QUANT_MEASURE "
 
 
 def peak_rss() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size in bytes: VmHWM of /proc/self/status (the high-water mark of this
+    process's own memory). ru_maxrss is the fallback only: Linux carries it over from the parent across
+    fork/vfork + exec, so a child of a large process would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(ln for ln in f if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def gpu_peak() -> int | None:
@@ -60,9 +67,19 @@ def _sleep(job: dict) -> dict:
     return {"sum": float(block[:10].sum())}
 
 
+def _import_pipeline() -> None:
+    """What every conversion imports before its first tensor: the pipeline and transformers' Pixtral modeling
+    code (about 0.27 GiB of the baseline)."""
+    import importlib
+
+    for name in ("pixtral_quant.convert", "pixtral_quant.synth", "transformers.models.llava.modeling_llava",
+                 "transformers.models.mistral.modeling_mistral", "transformers.models.pixtral.modeling_pixtral"):
+        importlib.import_module(name)
+
+
 JOBS: dict[str, tuple[Callable[[], None], Callable[[dict], dict]]] = {
-    "convert": (lambda: __import__("pixtral_quant.convert"), _convert),
-    "synth": (lambda: __import__("pixtral_quant.synth"), _synth),
+    "convert": (_import_pipeline, _convert),
+    "synth": (_import_pipeline, _synth),
     "alloc": (lambda: __import__("torch"), _sleep),
 }
 

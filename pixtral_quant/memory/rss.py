@@ -128,7 +128,8 @@ def render_markdown(report: dict) -> str:
     lines = ["# Peak host RSS of convert vs model depth", "",
              f"Synthetic models (`pixtral-quant synth`), decoder {report['text_config']}, tiny vision tower; "
              f"depths {report['depths'][0]} and {report['depths'][1]}. Each job ran in a fresh process; peak = "
-             "ru_maxrss (all resident pages, mmapped files included), baseline = RSS after imports.", "",
+             "its RSS high-water mark (all resident pages, mmapped files included), baseline = RSS after imports.",
+             "",
              "| run | layers | model (bf16) | peak RSS | predicted (memory.conversion) | baseline | peak − baseline "
              "| time |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -208,8 +209,8 @@ def render_extrapolation(rows: list[dict]) -> list[str]:
 
 NOTES = """## Reading these numbers
 
-- **Flat with depth** when the output shard is small: RTN 4 → 16 layers at width 2048 peaks within 10 % while the
-  model grows by 1.3 GiB; GPTQ (width 1024, 16 calibration samples) within 2 %. Between the peaks the resident
+- **Flat with depth** when the output shard is small: RTN 4 → 16 layers at width 2048 peaks within 6 % while the
+  model grows by 1.3 GiB; GPTQ (width 1024, 16 calibration samples) within 5 %. Between the peaks the resident
   set is flat layer after layer; the peak itself is a transient (a shard being written while the largest Linear
   is packed), so it varies by a few percent from run to run.
 - **What still scales:** convert keeps the shard being filled in memory (`max_shard_gb`, default 5 GB). A model
@@ -220,8 +221,14 @@ NOTES = """## Reading these numbers
 - **Fixed while measuring:** safetensors' `get_tensor` returns a view into a private mapping of the whole file;
   convert passed norm weights through to the output shard as such views, which pinned the mapping and every page
   of each layer read through it: RSS grew by about one bf16 layer per layer until the shard was flushed.
-  `loading.files.stream_tensors` now returns copies.
-- **Predicted** = `pixtral_quant.memory.conversion.convert_rss` with the measured after-import baseline. The
-  GPTQ rows did not record their calibration token count, so their activation term is the upper bound
-  samples × max_tokens (the prediction is high by about that much).
+  `loading.files.stream_tensors` now reads each tensor with plain file reads into memory of its own (one copy,
+  no mapping kept).
+- Peaks are the child's own high-water mark (VmHWM): `ru_maxrss` is carried over from the parent across
+  fork + exec on Linux and would report the parent's peak.
+- **Predicted** = `pixtral_quant.memory.conversion.convert_rss` with the measured after-import baseline and the
+  calibration tokens the GPTQ runs recorded: within 8 % of the measured peaks for the bounded runs; the control's
+  shard term (heap factor 2.0, measured 1.5–2.4) is the least certain, and it carries over to the 12B figures.
+- **12B** figures are extrapolated with the same terms at Pixtral-12B's shapes, not measured (a 12B conversion
+  does not fit this 2-core, 24 GiB machine's time budget). With `max_shard_gb: 1` the shard term drops from
+  9.3 to 2.5 GiB (the 1.34 GB embedding table is one tensor): RTN ≈ 5.4 GiB, GPTQ on a GPU host ≈ 14.6 GiB.
 """
