@@ -118,13 +118,60 @@ class CalibConfig:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Validation bars carried by a recipe (checked by the report / validate against the bf16 reference).
-    min_accuracy_ratio: quantized / reference held-out accuracy; max_mean_kl: mean token KL(ref‖quant);
-    max_size_gb: checkpoint size on disk (GB = 1e9 bytes), checked by convert."""
+    """Validation bars (validate fails, exit 1, when one is broken; None = not checked). Metrics are measured
+    against the reference on held-out image prompts (pixtral_quant.validate):
+    max_mean_kl / max_p95_kl: per-sample mean token KL(ref‖cand) on the answer tokens, mean and 95th percentile
+    over samples; min_top1_agreement: share of answer positions where both argmaxes agree; max_ppl_ratio:
+    perplexity of the answers, candidate / reference; min_exact_match: share of samples whose greedy outputs
+    are identical; min_recovery: candidate task accuracy / reference task accuracy (sets with answers);
+    max_size_gb: checkpoint weights on disk (GB = 1e9 bytes), also checked by convert."""
 
-    min_accuracy_ratio: float | None = None
     max_mean_kl: float | None = None
+    max_p95_kl: float | None = None
+    min_top1_agreement: float | None = None
+    max_ppl_ratio: float | None = None
+    min_exact_match: float | None = None
+    min_recovery: float | None = None
     max_size_gb: float | None = None
+
+
+# Thresholds validate applies when neither --thresholds/--recipe nor the candidate's manifest gives any, by the
+# candidate's weight bits (16: not quantized). Set from the bundled model's measured spread (reports/): INT8
+# schemes land at KL ≈ 1e-6..1e-4, INT4 at 2e-4..8e-3, a broken layer at > 0.1.
+DEFAULT_THRESHOLDS: dict[int, Thresholds] = {
+    16: Thresholds(max_mean_kl=1e-3, min_top1_agreement=0.99, min_recovery=0.99),
+    8: Thresholds(max_mean_kl=0.01, max_p95_kl=0.05, min_top1_agreement=0.98, max_ppl_ratio=1.02,
+                  min_recovery=0.99),
+    4: Thresholds(max_mean_kl=0.05, max_p95_kl=0.25, min_top1_agreement=0.95, max_ppl_ratio=1.1, min_recovery=0.97),
+}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How much worse than a --baseline report a candidate may get before validate fails. kl_rel / kl_abs: a
+    KL may grow to baseline × (1 + kl_rel) + kl_abs; rate_abs: an agreement / exact-match / recovery / accuracy
+    may drop by this much (absolute); ppl_ratio_abs: the perplexity ratio may grow by this much."""
+
+    kl_rel: float = 0.10
+    kl_abs: float = 1e-6
+    rate_abs: float = 0.01
+    ppl_ratio_abs: float = 0.005
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """How validate runs. eval_set: a set spec as calibration.dataset.load_set takes (None: the reference's
+    built-in held-out set); num_samples/seed: a deterministic subset (None = all); batch_size: teacher-forced
+    batch; max_new_tokens: cap of the greedy generation; layer_sqnr_samples: samples whose per-decoder-layer
+    outputs are compared (0 = skip per-layer SQNR)."""
+
+    eval_set: str | None = None
+    num_samples: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    layer_sqnr_samples: int = 0
+    tolerances: Tolerances = field(default_factory=Tolerances)
 
 
 @dataclass(frozen=True)

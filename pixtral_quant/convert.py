@@ -27,6 +27,19 @@ from .schemes.registry import handler_for
 GIB = 2**30
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere). Why: glibc raises its mmap
+    threshold after large frees, so a layer's tensors land on the brk heap and their freed pages stay resident;
+    without this, peak RSS grew with depth (2 vs 8 layers: +30 %) although live memory did not."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 class Reporter:
     """Progress sink. The CLI's shows rich bars; this one stays silent."""
 
@@ -141,6 +154,7 @@ def _tensors(ckpt, plan, handler, cset, recipe, tmp, reporter, result, done) -> 
         prefix = f"{capture.LAYERS}{i}."
         yield from _emit(read_tensors(ckpt, sorted(n for n in ckpt.tensors if n.startswith(prefix))),
                          plan.names(), handler, done)
+        release_freed_memory()
         advance()
     reporter.done()
 
@@ -202,3 +216,4 @@ def _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype
         yield from ((f"{prefix}{name}.{k}", v) for k, v in sorted(tensors.items()))
     yield from ((prefix + k, v) for k, v in sorted(raw.items()))
     del layer
+    release_freed_memory()

@@ -28,9 +28,17 @@ FRAGMENTS = {"lm_head": ("lm_head", "language_model.lm_head"),
              "vision_tower": ("model.vision_tower", "vision_tower"),
              "projector": ("model.multi_modal_projector", "multi_modal_projector")}
 # Optional targets each scheme can write and have loaded back by transformers: {scheme: {component: precision}}.
-# GPTQ-format schemes: transformers/optimum only replace Linears under block_name_to_quantize (the decoder
-# layers), so an lm_head / vision tower in GPTQ tensors would not load. bnb-nf4: one quant type per model.
-OPTIONAL_SUPPORT = {"bnb-int8": {"lm_head": "int8", "vision_tower": "int8", "projector": "int8"}}
+# GPTQ-format schemes: the lm_head at the scheme's own bits (one `bits` per GPTQ v1 config). transformers/optimum
+# replace the Linears whose names start with block_name_to_quantize and end with an entry of
+# modules_in_block_to_quantize, so the lm_head needs block "" plus an "lm_head" entry (gptq_format.py); vLLM
+# reads `lm_head: true`. The vision tower / projector would need a second precision: not expressible.
+# bnb-nf4: one quant type per model.
+OPTIONAL_SUPPORT = {"bnb-int8": {"lm_head": "int8", "vision_tower": "int8", "projector": "int8"},
+                    "gptq-int4": {"lm_head": "int4"}, "gptq-int8": {"lm_head": "int8"},
+                    "rtn-int4": {"lm_head": "int4"}, "rtn-int8": {"lm_head": "int8"}}
+# Why an optional target's method differs from the scheme's name (shown in the plan's reason column).
+METHOD_NOTES = {("gptq-int4", "lm_head"): "round-to-nearest: GPTQ calibrates the decoder layers only",
+                ("gptq-int8", "lm_head"): "round-to-nearest: GPTQ calibrates the decoder layers only"}
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,9 @@ def _decide(component: str, targets, scheme: str) -> tuple[bool, str]:
         can = OPTIONAL_SUPPORT.get(scheme, {})
         raise UsageError(f"scheme {scheme} cannot write the {component} as {wanted}", where=f"targets.{component}",
                          fix=(f"this scheme supports {can}" if can else "leave it unset (bf16)") +
-                         "; GPTQ checkpoints load in transformers only for decoder Linears")
-    return True, f"targets.{component} = {wanted}"
+                         "; a GPTQ checkpoint holds one bit width (decoder Linears and optionally the lm_head)")
+    note = METHOD_NOTES.get((scheme, component))
+    return True, f"targets.{component} = {wanted}" + (f" ({note})" if note else "")
 
 
 def render(plan: Plan):

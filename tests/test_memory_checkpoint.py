@@ -58,3 +58,14 @@ def test_sharded_checkpoint_matches_the_prediction(tiny_model_dir, tmp_path):
     convert(tiny_model_dir, recipe, out)
     assert len(list(out.glob("*.safetensors"))) > 2
     check(out, recipe, tiny_model_dir)
+
+
+@pytest.mark.parametrize("name", ["tiny-rtn-int4", "tiny-rtn-int8"])
+def test_quantized_lm_head_matches_the_prediction(name, tiny_model_dir, tmp_path):
+    from pixtral_quant.config import with_overrides
+
+    recipe = with_overrides(load_recipe(name), {"targets.lm_head": "int4" if name.endswith("4") else "int8"})
+    out = tmp_path / "out"
+    convert(tiny_model_dir, recipe, out)
+    predicted = check(out, recipe, tiny_model_dir)
+    assert predicted["tensor_bytes"]["lm_head"] < 32768 * 256 * 2 // 1.9  # well under bf16

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from pixtral_quant.cli import main
-from pixtral_quant.config import with_overrides
+from pixtral_quant.config import recipe_from_dict, with_overrides
 from pixtral_quant.memory import memory_report
 from pixtral_quant.memory.units import GIB
 from pixtral_quant.recipes import load_recipe
 
-# The 12B INT4 recipe needs its lm_head in INT4 to fit 8 GiB (see the xfail below); convert cannot write a GPTQ
-# lm_head yet (plan.OPTIONAL_SUPPORT), so the shipped recipe does not ask for it.
-INT4_LM_HEAD = {"targets.lm_head": "int4"}
+
+
+def bf16_head(name: str):
+    """The shipped recipe with its lm_head left bf16 (what published checkpoints do)."""
+    raw = load_recipe(name).to_dict()
+    raw["targets"]["lm_head"] = None
+    return recipe_from_dict(raw)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +30,7 @@ def reports():
     return {"12b-int8": memory_report("pixtral-12b", "pixtral-12b-int8"),
             "large-int4": memory_report("pixtral-large", "pixtral-large-int4"),
             "12b-int4": memory_report("pixtral-12b", "pixtral-12b-int4"),
-            "12b-int4-lm_head": memory_report("pixtral-12b", with_overrides(load_recipe("pixtral-12b-int4"),
-                                                                               INT4_LM_HEAD))}
+            "12b-int4-bf16-head": memory_report("pixtral-12b", bf16_head("pixtral-12b-int4"))}
 
 
 def test_12b_int8_fits_14gb(reports):
@@ -45,24 +50,18 @@ def test_large_int4_fits_80gb_at_8k_context(reports):
     assert r["kv_cache"]["bytes_per_1k_tokens"] / GIB == pytest.approx(0.34375)
 
 
-def test_12b_int4_with_int4_lm_head_fits_8gb(reports):
-    r = reports["12b-int4-lm_head"]
+def test_shipped_12b_int4_fits_8gb(reports):
+    r = reports["12b-int4"]
     assert r["fits"] and r["peak_bytes"] <= 7.5 * GIB
     assert r["weights"]["lm_head"]["bytes"] < 0.35 * GIB  # 0.32 GiB at INT4 g128 instead of 1.25 in bf16
 
 
-@pytest.mark.xfail(strict=True, reason="pixtral-12b-int4.yaml keeps the lm_head bf16 (convert cannot write a GPTQ "
-                   "lm_head yet): 7.89 GiB > 7.5. Turns green once the recipe sets targets.lm_head: int4.")
-def test_shipped_12b_int4_fits_8gb(reports):
-    assert reports["12b-int4"]["fits"]
-
-
 def test_the_cheapest_change_is_proposed(reports):
-    r = reports["12b-int4"]
+    r = reports["12b-int4-bf16-head"]
     assert not r["fits"] and r["peak_phase"] == "prefill"
     assert [c["key"] for c in r["proposal"]["changes"]] == ["lm_head-int4"]
     assert r["proposal"]["targets"]["lm_head"] == "int4" and r["proposal"]["peak_bytes"] <= 7.5 * GIB
-    assert [c["key"] for c in r["proposal_supported_today"]["changes"]] == ["lm_head-cpu"]
+    assert [c["key"] for c in r["proposal_supported_today"]["changes"]] == ["lm_head-int4"]  # convert writes it
 
 
 def test_placement_matters():
@@ -100,7 +99,12 @@ def test_cli_exit_codes_and_json():
     ok = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["fits"] is True
-    over = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int4"])
+    assert runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int4"]).exit_code == 0
+    import yaml
+
+    path = Path(tempfile.mkdtemp()) / "int4-bf16-head.yaml"
+    path.write_text(yaml.safe_dump(bf16_head("pixtral-12b-int4").to_dict()))
+    over = runner.invoke(main, ["plan", "--model", "pixtral-12b", "--recipe", str(path)])
     assert over.exit_code == 1 and "cheapest change: lm_head INT4" in over.stderr
     small = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "12GiB", "--json"])
     assert small.exit_code == 1 and json.loads(small.stdout)["card_bytes"] == 12 * GIB
@@ -120,3 +124,9 @@ def test_workload_options_change_the_plan():
     assert ctx["fits"]
     over = memory_report("pixtral-12b", "pixtral-12b-int8", workload={"context": base["max_context"] + 1})
     assert not over["fits"]
+
+
+def test_shipped_checkpoints_meet_their_size_thresholds(reports):
+    for key in ("12b-int8", "12b-int4", "large-int4"):
+        c = reports[key]["checkpoint"]
+        assert c["size_ok"] and c["total_bytes"] <= c["max_size_gb"] * 1e9, key

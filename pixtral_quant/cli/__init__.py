@@ -32,6 +32,7 @@ def main() -> None:
       pixtral-quant inspect pixtral-12b --json   # shipped config-only copy of Pixtral-12B
       pixtral-quant inspect /models/Pixtral-12B-2409
       pixtral-quant convert                      # the tiny model with the default recipe into ./out/
+      pixtral-quant validate --candidate out     # check it against the reference (exit 1 when worse)
     """
 
 
@@ -42,6 +43,7 @@ def _register() -> None:
     from . import plan as _plan  # noqa: F401
     from . import synth as _synth  # noqa: F401
     from . import bench as _bench  # noqa: F401
+    from . import validate as _validate  # noqa: F401
 
 
 _register()

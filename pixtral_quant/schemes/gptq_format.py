@@ -14,11 +14,19 @@ Read by transformers 5 (through optimum's GPTQQuantizer, kernels from GPTQModel)
 from __future__ import annotations
 
 BLOCK = "model.language_model.layers"  # transformers 5 runtime name of the decoder block list
+LM_HEAD = "lm_head"
 
 
 def gptq_quantization_config(bits: int, group_size: int, sym: bool, desc_act: bool, plan, extra: dict) -> dict:
-    """The config.json `quantization_config` of a GPTQ v1 checkpoint for the Linears `plan` quantizes."""
-    modules = sorted({t.name.split(".layers.", 1)[1].split(".", 1)[1] for t in plan.quantized()})
+    """The config.json `quantization_config` of a GPTQ v1 checkpoint for the Linears `plan` quantizes.
+
+    With a quantized lm_head, block_name_to_quantize is "" (optimum's prefix match then covers every Linear)
+    and "lm_head" joins modules_in_block_to_quantize; optimum keeps only names ending with an entry, and the
+    decoder entries ('self_attn.q_proj', 'mlp.down_proj' ...) end no vision-tower or projector name
+    ('attention.q_proj', 'feed_forward.down_proj', 'linear_1'), so those stay bf16 (tests/test_convert.py)."""
+    names = [t.name for t in plan.quantized()]
+    head = LM_HEAD in names
+    modules = sorted({n.split(".layers.", 1)[1].split(".", 1)[1] for n in names if n != LM_HEAD})
     return {
         "quant_method": "gptq",
         "checkpoint_format": "gptq",
@@ -26,9 +34,9 @@ def gptq_quantization_config(bits: int, group_size: int, sym: bool, desc_act: bo
         "group_size": group_size,
         "sym": sym,
         "desc_act": desc_act,
-        "lm_head": False,
-        "block_name_to_quantize": BLOCK,
-        "modules_in_block_to_quantize": [modules],
+        "lm_head": head,
+        "block_name_to_quantize": "" if head else BLOCK,
+        "modules_in_block_to_quantize": [modules + [LM_HEAD] if head else modules],
         "true_sequential": True,
         **extra,
     }

@@ -23,13 +23,15 @@ class Measured:
     mean_kl: float | None
 
 
-def load_converted(path):
-    """A converted checkpoint through plain transformers (no project code), computing in float32 like the
+def load_converted(path, device="cpu", dtype=torch.float32):
+    """A converted checkpoint through plain transformers (no project code), computing in `dtype` like the
     reference: transformers' bitsandbytes loader keeps every unquantized module in bf16 whatever dtype is
     asked for, so those are cast here (bitsandbytes modules cast their inputs to their own compute dtype)."""
     from transformers import LlavaForConditionalGeneration
 
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32, device_map="cpu").eval()
+    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=str(device)).eval()
+    if dtype != torch.float32:
+        return model
     for module in model.modules():
         if type(module).__module__.startswith("bitsandbytes"):
             continue

@@ -1,0 +1,72 @@
+"""`pixtral-quant validate`: parse options, build the ValidateConfig, delegate to validate.pipeline, print the
+summary; exit 0 pass, 1 a threshold or baseline check failed, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from . import main
+
+
+@main.command("validate")
+@click.option("--reference", default="tiny", show_default=True,
+              help="Reference model: directory (HF or Mistral-native), hub id or shipped name.")
+@click.option("--candidate", "candidates", multiple=True, required=True,
+              help="Converted checkpoint to check; repeat to validate several against one reference run.")
+@click.option("--eval", "eval_set", help="Held-out set (JSONL manifest, folder, hf:PATH, built-in name). "
+              "Default: the reference's own held-out set, else the built-in `eval`.")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Deterministic subset of the eval set.")
+@click.option("--seed", type=int, help="Seed of that subset.")
+@click.option("--thresholds", "thresholds_file", type=click.Path(dir_okay=False),
+              help="YAML with max_mean_kl, min_top1_agreement, min_recovery, ... (see recipes/*.yaml).")
+@click.option("--recipe", help="Take the thresholds of this recipe (file or shipped name).")
+@click.option("--baseline", type=click.Path(), help="report.json of an earlier run: fail on regressions.")
+@click.option("--report-dir", type=click.Path(file_okay=False),
+              help="Write report.json, report.md and PNG plots here (replaced as a whole).")
+@click.option("--layer-sqnr", type=click.IntRange(min=0), help="Compare every decoder layer's output on this many "
+              "samples (per-layer SQNR: where the error enters).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Cap of the free greedy generation.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Teacher-forced batch size.")
+def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_file, recipe, baseline, report_dir,
+                 layer_sqnr, max_new_tokens, batch_size) -> None:
+    """Check converted checkpoints against their reference on held-out image prompts (full multimodal model).
+
+    Thresholds: --thresholds or --recipe; else those the candidate's recipe recorded in its manifest; else
+    built-in defaults per bit width. Exit 0: every candidate passes; 1: a check failed (each is named with its
+    margin); 2: bad usage or input.
+
+    \b
+    Examples:
+      pixtral-quant validate --candidate out                       # vs the bundled tiny model
+      pixtral-quant validate --reference /models/Pixtral-12B --candidate pixtral-12b-w4 --report-dir reports/w4
+      pixtral-quant validate --candidate a --candidate b --report-dir reports/ab     # one reference run, a trade-off plot
+      pixtral-quant validate --candidate new --baseline reports/w4/report.json      # regression gate in CI
+      pixtral-quant validate --candidate out --thresholds my-bars.yaml --layer-sqnr 4
+    """
+    from ..config import ValidateConfig
+    from ..errors import CheckFailed, UsageError
+    from ..recipes import load_recipe
+    from ..validate.checks import read_thresholds_file
+    from ..validate.pipeline import validate
+    from ..validate.report import terminal_summary
+    from .convert_report import RichReporter
+
+    if thresholds_file and recipe:
+        raise UsageError("--thresholds and --recipe both given", fix="pick one source of thresholds")
+    explicit = ((read_thresholds_file(thresholds_file), f"--thresholds {thresholds_file}") if thresholds_file else
+                (load_recipe(recipe).thresholds, f"--recipe {recipe}") if recipe else None)
+    given = {"eval_set": eval_set, "num_samples": num_samples, "seed": seed, "layer_sqnr_samples": layer_sqnr,
+             "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    cfg = dataclasses.replace(ValidateConfig(), **{k: v for k, v in given.items() if v is not None})
+    reporter = RichReporter()
+    report = validate(reference, list(candidates), cfg, thresholds=explicit, baseline=baseline,
+                      report_dir=report_dir, reporter=reporter)
+    table, failures = terminal_summary(report)
+    reporter.console.print(table)
+    if report_dir:
+        reporter.console.print(f"report: {report_dir}/report.md")
+    if not report["passed"]:
+        raise CheckFailed(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
+    reporter.console.print("[green]PASS[/]: every candidate meets its thresholds")

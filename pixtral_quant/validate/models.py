@@ -1,0 +1,122 @@
+"""The two sides of a validation: the reference (any Pixtral checkpoint, HF or Mistral-native, through the
+project loader) and each candidate (a converted checkpoint, through plain transformers as a user loads it).
+
+Checks made before any model runs (InputError → exit 2): a candidate that is half-written (`*.partial`, a file
+of its manifest missing or of the wrong size), and a candidate whose architecture or vocabulary differs from
+the reference's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..export.atomic import SUFFIX
+from ..export.manifest import MANIFEST
+
+# Config fields that must agree for the two models to be compared token for token.
+SAME_ARCH = {
+    "text_config": ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                    "vocab_size", "head_dim"),
+    "vision_config": ("model_type", "hidden_size", "num_hidden_layers", "patch_size", "image_size"),
+    "": ("model_type", "image_token_index", "projector_hidden_act"),
+}
+# quantization_config → weight bits (picks DEFAULT_THRESHOLDS); unquantized checkpoints are 16.
+BITS_OF = {
+    "gptq": lambda qc: int(qc["bits"]),
+    "bitsandbytes": lambda qc: 4 if qc.get("load_in_4bit") else 8,
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checkpoint to validate. label: what reports call it (folder name, made unique by the caller)."""
+
+    path: Path
+    label: str
+    config: dict
+    manifest: dict | None
+
+    @property
+    def quantization(self) -> dict | None:
+        return self.config.get("quantization_config")
+
+    @property
+    def bits(self) -> int:
+        qc = self.quantization
+        if not qc:
+            return 16
+        method = qc.get("quant_method")
+        if method not in BITS_OF:
+            raise InputError(f"quant_method {method!r} is not one validate knows", where=self.path / "config.json",
+                             fix=f"validate checkpoints of {sorted(BITS_OF)} or unquantized ones")
+        return BITS_OF[method](qc)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))
+
+
+def open_candidate(path: str | Path, label: str | None = None) -> Candidate:
+    """Read config.json and manifest.json of a finished checkpoint; InputError for half-written ones."""
+    path = Path(path)
+    if path.name.endswith(SUFFIX) or (not path.exists() and path.with_name(path.name + SUFFIX).exists()):
+        raise InputError("this checkpoint is half-written (a conversion did not finish)", where=path,
+                         fix="run convert again to completion and validate its output folder (not *.partial)")
+    if not (path / "config.json").is_file():
+        raise InputError("no config.json: not a Hugging Face checkpoint directory", where=path,
+                         fix="pass the folder `pixtral-quant convert --out` wrote")
+    config = _read_json(path / "config.json")
+    manifest = _read_json(path / MANIFEST) if (path / MANIFEST).is_file() else None
+    if manifest is not None:
+        _check_files(path, manifest)
+    return Candidate(path, label or path.name, config, manifest)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read it ({exc})", where=path, fix="convert again; the file is damaged") from None
+
+
+def _check_files(path: Path, manifest: dict) -> None:
+    """Every file the manifest lists exists with its recorded size (sha256 is not recomputed here: cheap check)."""
+    for name, entry in sorted(manifest.get("files", {}).items()):
+        f = path / name
+        if not f.is_file() or f.stat().st_size != entry["bytes"]:
+            state = "missing" if not f.is_file() else f"{f.stat().st_size} bytes, manifest says {entry['bytes']}"
+            raise InputError(f"{name} is {state}: the checkpoint is half-written or was modified", where=path,
+                             fix="convert again into a fresh --out")
+
+
+def check_same_architecture(reference_config, candidate: Candidate) -> None:
+    """InputError naming the first differing config field (reference vs candidate)."""
+    ref = reference_config.to_dict()
+    for section, keys in SAME_ARCH.items():
+        a = ref.get(section, {}) if section else ref
+        b = candidate.config.get(section, {}) if section else candidate.config
+        for key in keys:
+            if a.get(key) != b.get(key):
+                field = f"{section}.{key}" if section else key
+                raise InputError(f"{field} is {b.get(key)!r} here but {a.get(key)!r} in the reference: the two "
+                                 "models are not the same architecture / vocabulary", where=candidate.path / "config.json",
+                                 fix="validate a checkpoint converted from this reference (or pass its real reference)")
+
+
+def load_reference(ckpt, device: torch.device, dtype: torch.dtype):
+    """The reference through the project loader (reads HF and Mistral-native)."""
+    from ..loading import load_model
+
+    return load_model(ckpt, dtype=dtype, device=device)
+
+
+def load_candidate(candidate: Candidate, device: torch.device, dtype: torch.dtype):
+    """The candidate through plain transformers (no project code), as its users will load it."""
+    from .runner import load_converted
+
+    return load_converted(candidate.path, device=device, dtype=dtype)

@@ -1,0 +1,74 @@
+"""GPTQ-format checkpoints with a quantized lm_head (targets.lm_head: int4 / int8 at the scheme's bits): the
+config that makes plain transformers (optimum + GPTQModel kernels) build the lm_head as a quantized Linear while
+the vision tower and projector stay bf16, and the generation that follows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pixtral_quant.config import with_overrides
+from pixtral_quant.convert import convert
+from pixtral_quant.errors import UsageError
+from pixtral_quant.recipes import load_recipe
+
+
+@pytest.fixture(scope="module")
+def rtn_head(tiny_model_dir, tmp_path_factory):
+    recipe = with_overrides(load_recipe("tiny-rtn-int4"), {"targets.lm_head": "int4"})
+    out = tmp_path_factory.mktemp("lmhead") / "out"
+    return out, convert(tiny_model_dir, recipe, out)
+
+
+def test_config_and_tensors(rtn_head):
+    out, result = rtn_head
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["lm_head"] is True and qc["block_name_to_quantize"] == ""
+    assert qc["modules_in_block_to_quantize"][0][-1] == "lm_head"
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "language_model.lm_head.qweight" in keys and "language_model.lm_head.weight" not in keys
+    assert "lm_head" in {e.name for e in result.plan.quantized()}
+
+
+def test_reloads_with_the_lm_head_quantized_and_vision_in_bf16(rtn_head, tiny_model_dir):
+    from transformers import LlavaForConditionalGeneration
+
+    from pixtral_quant.loading import load_model, open_checkpoint
+
+    out, _ = rtn_head
+    model = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32, device_map="cpu")
+    assert type(model.lm_head) is not torch.nn.Linear
+    assert type(model.model.language_model.layers[0].mlp.down_proj) is not torch.nn.Linear
+    vision = [m for m in model.model.vision_tower.modules() if isinstance(m, torch.nn.Linear)]
+    projector = [m for m in model.model.multi_modal_projector.modules() if isinstance(m, torch.nn.Linear)]
+    assert vision and projector and all(type(m) is torch.nn.Linear for m in vision + projector)
+    ids = torch.tensor([[1, 3, 1000, 2000, 3000, 4]])
+    with torch.no_grad():
+        ref = load_model(open_checkpoint(tiny_model_dir))(input_ids=ids).logits
+        got = model(input_ids=ids).logits
+    # The INT4 lm_head changes the logits a little, never wholesale (a wrongly loaded head gives noise).
+    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8
+
+
+def test_gptq_lm_head_is_planned_as_round_to_nearest(tiny_model_dir):
+    from pixtral_quant.loading import open_checkpoint
+    from pixtral_quant.plan import make_plan
+
+    recipe = with_overrides(load_recipe("tiny-gptq-int4"), {"targets.lm_head": "int4"})
+    entry = next(e for e in make_plan(open_checkpoint(tiny_model_dir).config, recipe).entries if e.name == "lm_head")
+    assert entry.scheme == "gptq-int4" and "round-to-nearest" in entry.reason
+
+
+def test_a_second_precision_is_refused(tiny_model_dir):
+    from pixtral_quant.loading import open_checkpoint
+    from pixtral_quant.plan import make_plan
+
+    recipe = with_overrides(load_recipe("tiny-gptq-int4"), {"targets.lm_head": "int8"})
+    with pytest.raises(UsageError, match="cannot write the lm_head as int8"):
+        make_plan(open_checkpoint(tiny_model_dir).config, recipe)
