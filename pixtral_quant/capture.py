@@ -216,6 +216,31 @@ def calibrate_layer(layer, targets: list[str], make_solver, store, kwargs_list, 
     return results
 
 
+HEAD = "lm_head"
+FINAL_NORM = "model.language_model.norm.weight"
+
+
+@torch.no_grad()
+def calibrate_head(ckpt: Checkpoint, make_solver, store: ActivationStore, device, dtype,
+                   advance=lambda: None) -> tuple[dict, float]:
+    """GPTQ on the lm_head, after the last decoder layer: its input is the final RMSNorm of the hidden states the
+    store now holds (each [1, T, hidden]). Returns (tensors, loss) like calibrate_layer's entries."""
+    from transformers.models.mistral.modeling_mistral import MistralRMSNorm
+
+    text = ckpt.config.text_config
+    raw = read_tensors(ckpt, [FINAL_NORM, f"{HEAD}.weight"])
+    norm = MistralRMSNorm(text.hidden_size, eps=text.rms_norm_eps).to(device=device, dtype=dtype)
+    norm.weight.data = raw[FINAL_NORM].to(device=device, dtype=dtype)
+    head = torch.nn.Linear(text.hidden_size, text.vocab_size, bias=False, device="meta")
+    head.weight = torch.nn.Parameter(raw[f"{HEAD}.weight"].to(device=device, dtype=dtype), requires_grad=False)
+    solver = make_solver(head)
+    for i in range(len(store)):
+        solver.add_batch(norm(store[i].to(device=device, dtype=dtype)))
+        advance()
+    tensors, loss, _ = solver.finish()
+    return tensors, loss
+
+
 def scratch_dir(parent: Path | None) -> Path:
     """A temporary folder for spilled activations (inside `parent` when given)."""
     if parent is not None:

@@ -143,7 +143,9 @@ def _tensors(ckpt, plan, handler, cset, recipe, tmp, reporter, result, done) -> 
     """Every output tensor (runtime names): the non-decoder tensors, then decoder layer by layer."""
     from .loading.checkpoint import read_tensors
 
-    outside = sorted(n for n in ckpt.tensors if not n.startswith(capture.LAYERS))
+    # A calibrated lm_head waits for the decoder's outputs: it is solved and written after the last layer.
+    late = {f"{capture.HEAD}.weight"} if handler.needs_calibration and capture.HEAD in plan.names() else set()
+    outside = sorted(n for n in ckpt.tensors if not n.startswith(capture.LAYERS) and n not in late)
     yield from _emit(read_tensors(ckpt, outside), plan.names(), handler, done)
     n_layers = ckpt.config.text_config.num_hidden_layers
     if handler.needs_calibration:
@@ -189,6 +191,12 @@ def _calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, reporter, result,
         for i in range(ckpt.config.text_config.num_hidden_layers):
             yield from _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype, passes,
                                   reporter, result, done)
+        if capture.HEAD in plan.names():
+            tensors, result.layer_loss[capture.HEAD] = capture.calibrate_head(
+                ckpt, handler.solver, store, device, dtype, reporter.task("lm_head", len(store)))
+            reporter.done()
+            done.add(capture.HEAD)
+            yield from ((f"{capture.HEAD}.{k}", v) for k, v in sorted(tensors.items()))
         result.spilled = store.spilled
     finally:
         capture.remove_scratch(scratch)

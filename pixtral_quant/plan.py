@@ -37,8 +37,9 @@ OPTIONAL_SUPPORT = {"bnb-int8": {"lm_head": "int8", "vision_tower": "int8", "pro
                     "gptq-int4": {"lm_head": "int4"}, "gptq-int8": {"lm_head": "int8"},
                     "rtn-int4": {"lm_head": "int4"}, "rtn-int8": {"lm_head": "int8"}}
 # Why an optional target's method differs from the scheme's name (shown in the plan's reason column).
-METHOD_NOTES = {("gptq-int4", "lm_head"): "round-to-nearest: GPTQ calibrates the decoder layers only",
-                ("gptq-int8", "lm_head"): "round-to-nearest: GPTQ calibrates the decoder layers only"}
+METHOD_NOTES = {("gptq-int4", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
+                ("gptq-int8", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
+                ("rtn-int4", "lm_head"): "round-to-nearest", ("rtn-int8", "lm_head"): "round-to-nearest"}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from pixtral_quant.cli.convert_report import RichReporter
+from pixtral_quant.config import ValidateConfig
 from pixtral_quant.convert import convert
 from pixtral_quant.fixtures.broken import zero_layer
 from pixtral_quant.recipes import load_recipe
@@ -31,6 +32,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("reports/validate-tiny"))
     p.add_argument("--work", type=Path, default=Path("/tmp/validate-report"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--layer-sqnr", type=int, default=8, help="samples for the per-layer SQNR plot")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,8 @@ def main() -> None:
         candidates.append(out)
     candidates.append(zero_layer(args.work / "gptq-int8", args.work / "gptq-int8-layer1-zeroed", 1))
     shutil.rmtree(args.out, ignore_errors=True)
-    report = validate("tiny", candidates, report_dir=args.out, reporter=RichReporter())
+    cfg = ValidateConfig(layer_sqnr_samples=args.layer_sqnr)
+    report = validate("tiny", candidates, cfg, report_dir=args.out, reporter=RichReporter())
     print((args.out / "report.md").read_text())
     print("\n".join(failure_lines(report)))
 

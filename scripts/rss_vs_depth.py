@@ -2,10 +2,9 @@
 """Peak host RSS of `pixtral-quant convert` on synthetic models of one width at two depths (default 4 and 16
 decoder layers): bounded-memory conversion means the two peaks are within 10 % of each other.
 
-Each conversion runs in a fresh process (pixtral_quant.memory.measure: ru_maxrss, after-import baseline
+Each conversion runs in a fresh process (pixtral_quant.memory.measure: VmHWM, after-import baseline
 reported apart). Runs: RTN INT4 with small shards (max_shard_gb below one layer's output), RTN INT4 with the
-default 5 GB shards (the control: convert holds a whole shard of output in memory, so a model smaller than one
-shard grows with depth), GPTQ INT4 with small shards. Then the 12B figure is extrapolated from the measured
+default 5 GB shards (flat too: convert streams each tensor to disk), GPTQ INT4 with small shards. Then the 12B figure is extrapolated from the measured
 terms (pixtral_quant.memory.conversion) and written with the measurements to reports/rss-vs-depth.{md,json}.
 
     python scripts/rss_vs_depth.py                        # about 10 minutes on 2 cores

@@ -56,13 +56,13 @@ def test_reloads_with_the_lm_head_quantized_and_vision_in_bf16(rtn_head, tiny_mo
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8
 
 
-def test_gptq_lm_head_is_planned_as_round_to_nearest(tiny_model_dir):
+def test_gptq_lm_head_is_planned_as_gptq_after_the_last_layer(tiny_model_dir):
     from pixtral_quant.loading import open_checkpoint
     from pixtral_quant.plan import make_plan
 
     recipe = with_overrides(load_recipe("tiny-gptq-int4"), {"targets.lm_head": "int4"})
     entry = next(e for e in make_plan(open_checkpoint(tiny_model_dir).config, recipe).entries if e.name == "lm_head")
-    assert entry.scheme == "gptq-int4" and "round-to-nearest" in entry.reason
+    assert entry.scheme == "gptq-int4" and "GPTQ on the final norm" in entry.reason
 
 
 def test_a_second_precision_is_refused(tiny_model_dir):
@@ -72,3 +72,23 @@ def test_a_second_precision_is_refused(tiny_model_dir):
     recipe = with_overrides(load_recipe("tiny-gptq-int4"), {"targets.lm_head": "int8"})
     with pytest.raises(UsageError, match="cannot write the lm_head as int8"):
         make_plan(open_checkpoint(tiny_model_dir).config, recipe)
+
+
+def test_gptq_calibrates_the_lm_head_after_the_last_layer(tiny_model_dir, tmp_path, gptq_recipe):
+    """gptq-int4 with targets.lm_head: GPTQModel's solver on the lm_head (its loss is in the manifest), fed the
+    final norm of the quantized decoder's outputs; the checkpoint loads with the head quantized."""
+    from transformers import LlavaForConditionalGeneration
+
+    from pixtral_quant.export.manifest import read_manifest
+
+    recipe = with_overrides(gptq_recipe, {"targets.lm_head": "int4"})
+    out = tmp_path / "out"
+    result = convert(tiny_model_dir, recipe, out)
+    assert "lm_head" in result.layer_loss and result.layer_loss["lm_head"] > 0
+    assert read_manifest(out)["layer_loss"]["lm_head"] == result.layer_loss["lm_head"]
+    model = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32, device_map="cpu")
+    assert type(model.lm_head) is not torch.nn.Linear
+    rtn = LlavaForConditionalGeneration.from_pretrained(  # same head, round-to-nearest: GPTQ's must differ
+        convert(tiny_model_dir, with_overrides(load_recipe("tiny-rtn-int4"), {"targets.lm_head": "int4"}),
+                tmp_path / "rtn").out, dtype=torch.float32, device_map="cpu")
+    assert not torch.equal(model.lm_head.qweight, rtn.lm_head.qweight)

@@ -43,34 +43,69 @@ def _source(source) -> tuple[object, Callable[[], Iterator[tuple[str, torch.Tens
 def write_shards(items: Iterator[tuple[str, torch.Tensor]], out_dir: Path, fmt: str,
                  max_shard_bytes: int | None = DEFAULT_SHARD_BYTES) -> dict[str, str]:
     """Save (name, tensor) pairs into one file or numbered shards; returns name → file name.
-    A shard is closed before it would pass max_shard_bytes (None: one file)."""
-    from safetensors.torch import save_file
-
+    A shard is closed before it would pass max_shard_bytes (None: one file). Streaming: each tensor's bytes go
+    to disk as it arrives (_ShardFile), so memory holds one tensor whatever the shard size."""
     single, pattern = SHARD_NAMES[fmt]
     _refuse_stale_weights(out_dir, fmt)
     parts: list[Path] = []
     located: dict[str, int] = {}
-    shard: dict[str, torch.Tensor] = {}
-    size = 0
-
-    def flush() -> None:
-        parts.append(out_dir / f".part-{len(parts)}.safetensors")
-        save_file(shard, str(parts[-1]), metadata={"format": "pt"})
-
+    shard = _ShardFile(out_dir / ".part-0.safetensors")
     for name, tensor in items:
         nbytes = tensor.numel() * tensor.element_size()
-        if shard and max_shard_bytes is not None and size + nbytes > max_shard_bytes:
-            flush()
-            shard, size = {}, 0
-        shard[name] = tensor.contiguous()
+        if shard.specs and max_shard_bytes is not None and shard.size + nbytes > max_shard_bytes:
+            parts.append(shard.close())
+            shard = _ShardFile(out_dir / f".part-{len(parts)}.safetensors")
+        shard.add(name, tensor)
         located[name] = len(parts)
-        size += nbytes
-    if shard or not parts:
-        flush()
+    parts.append(shard.close())
     final = [single] if len(parts) == 1 else [pattern.format(i + 1, len(parts)) for i in range(len(parts))]
     for part, name in zip(parts, final):
         part.replace(out_dir / name)
     return {name: final[i] for name, i in located.items()}
+
+
+class _ShardFile:
+    """One safetensors file written as tensors arrive: their bytes are appended to `<path>.data`; close() writes
+    the header (synth.writer.header) and copies the tensors in safetensors' own order (item size descending,
+    then name: what save_file writes and memory.checkpoint predicts). Hand-written because safetensors' save_file
+    needs every tensor of the file in memory at once (a 5 GB shard = 5 GB of RSS, twice while it serializes)."""
+
+    COPY_CHUNK = 16 << 20
+
+    def __init__(self, path: Path):
+        self.path, self.data = path, path.with_name(path.name + ".data")
+        self.fh = self.data.open("wb")
+        self.specs: list = []  # (Spec, offset in the data file)
+        self.size = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        from ..synth.writer import Spec
+
+        t = tensor.detach().cpu().contiguous()
+        spec = Spec(name, str(t.dtype).removeprefix("torch."), tuple(t.shape))
+        self.fh.write(t.reshape(-1).view(torch.uint8).numpy().data)
+        self.specs.append((spec, self.size))
+        self.size += spec.nbytes
+
+    def close(self) -> Path:
+        from ..memory.storage import DTYPE_BYTES
+        from ..synth.writer import header
+
+        self.fh.close()
+        ordered = sorted(self.specs, key=lambda so: (-DTYPE_BYTES[so[0].dtype], so[0].name))
+        with self.path.open("wb") as out, self.data.open("rb") as src:
+            out.write(header([spec for spec, _ in ordered]))
+            for spec, offset in ordered:
+                src.seek(offset)
+                left = spec.nbytes
+                while left:
+                    chunk = src.read(min(left, self.COPY_CHUNK))
+                    if not chunk:
+                        raise OSError(f"{self.data} is shorter than the tensors written to it")
+                    out.write(chunk)
+                    left -= len(chunk)
+        self.data.unlink()
+        return self.path
 
 
 def _refuse_stale_weights(out_dir: Path, fmt: str) -> None:

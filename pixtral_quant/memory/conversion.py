@@ -4,8 +4,8 @@ the number of decoder layers (checked against measurements by scripts/rss_vs_dep
 Terms (bytes), following convert.py / capture.py / schemes:
 - baseline:   the interpreter with torch, transformers' Pixtral modeling and the pipeline imported (≈ 0.76 GiB);
 - outside:    every non-decoder tensor in the source dtype, read at once and emitted first;
-- shard:      output waiting in the shard being filled: at most max_shard_gb (or one tensor larger than that),
-              at most everything written so far (outside tensors included), times SHARD_HEAP_FACTOR;
+- shard:      the output tensor being written (loading.write streams each tensor to disk as it comes, so the
+              shard size max_shard_gb does not count; before that writer it did, ×2.0 heap overhead);
 - layer:      one decoder layer as stored;
 - transient:  the quantizer's temporaries on the largest Linear (RTN: float32 weight, int32 codes, the int64
               packing buffers ≈ TRANSIENT_BYTES_PER_PARAM['rtn'] bytes per parameter);
@@ -24,10 +24,6 @@ from .storage import DTYPE_BYTES
 from .units import GIB
 
 BASELINE_BYTES = int(0.76 * GIB)  # measured: torch + transformers' Pixtral modeling + the pipeline imported
-# Resident bytes per byte of output waiting in a filling shard: the shard's tensors interleave on the heap with the
-# quantizer's freed temporaries, which the allocator then cannot return (measured on synthetic models of width
-# 2048 with 5 GB shards: 1.5 at 4 layers, 2.4 at 16; reports/rss-vs-depth.md).
-SHARD_HEAP_FACTOR = 2.0
 GPTQ_LIBRARY_BYTES = 470 * 2**20  # importing GPTQModel 7.6 (measured), after the baseline
 # Temporaries per parameter of the largest Linear while it is quantized (bytes): RTN holds the float32 weight,
 # int32 codes, their transpose and two int64 packing buffers at once; GPTQ the float32 working copy, the solver's
@@ -83,9 +79,8 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
     layer_lins = _decoder_linears(shapes)
     layer = sum(source[lin.name] for lin in layer_lins) + \
         sum(it.nbytes for it in others if it.name.startswith(f"{LAYERS}0."))
-    output = sum(it.nbytes for it in inventory(shapes, recipe) if it.stored)
     largest = max(lin.in_features * lin.out_features for lin in layer_lins)
-    shard = int(SHARD_HEAP_FACTOR * min(max(int(recipe.max_shard_gb * 1e9), max(it.nbytes for it in others)), output))
+    shard = max(it.nbytes for it in inventory(shapes, recipe) if it.stored)  # its contiguous copy while written
     family = FAMILY[recipe.scheme.name]
     terms = dict(baseline=baseline, outside=outside, shard=shard, layer=layer,
                  transient=TRANSIENT_BYTES_PER_PARAM[family] * largest)

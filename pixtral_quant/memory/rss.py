@@ -1,9 +1,9 @@
 """Peak host RSS of synthesizing and converting synthetic models of one width at several depths (the driver of
 scripts/rss_vs_depth.py and of tests/test_memory_rss.py). Every run is a fresh process (measure.measure).
 
-RUNS: what is converted and whether its peak must be flat with depth. 'rtn-default' is the control: with
-convert's default 5 GB shards the whole output of a small model waits in one shard, so its peak grows with
-depth (by the output bytes) until a shard is full — the measurement does see growth when there is some.
+RUNS: what is converted and whether its peak must be flat with depth. Every run must be: convert streams each
+output tensor to disk (loading.write._ShardFile), so neither the depth nor the shard size (`rtn-default`: the
+default 5 GB, larger than these whole models; before the streaming writer this run grew with depth) counts.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _recipe(scheme: str, shard_gb: float, **calib) -> Callable[[], dict]:
 
 RUNS: dict[str, Run] = {
     "rtn-small": Run(f"rtn-int4, max_shard_gb {SMALL_SHARD_GB}", _recipe("rtn-int4", SMALL_SHARD_GB), True),
-    "rtn-default": Run("rtn-int4, max_shard_gb 5 (default; control)", _recipe("rtn-int4", 5.0), False),
+    "rtn-default": Run("rtn-int4, max_shard_gb 5 (default)", _recipe("rtn-int4", 5.0), True),
     "gptq-small": Run(f"gptq-int4 (16 tiny calibration samples), max_shard_gb {SMALL_SHARD_GB}",
                       _recipe("gptq-int4", SMALL_SHARD_GB, set="tiny", num_samples=16), True),
 }
@@ -144,7 +144,7 @@ def render_markdown(report: dict) -> str:
     for run in report["runs"]:
         lines.append(f"| {run['label']} | {run['peak_ratio']:.3f} | {run['model_growth'] / mib:.0f} MiB | "
                      f"{run['peak_growth'] / mib:.0f} MiB | {'yes' if run['flat'] else 'no'} | "
-                     f"{'flat' if run['expect_flat'] else 'grows (control)'} |")
+                     f"{'flat' if run['expect_flat'] else 'grows'} |")
     return "\n".join(lines + [""] + report.get("notes", [])) + "\n"
 
 
@@ -209,15 +209,13 @@ def render_extrapolation(rows: list[dict]) -> list[str]:
 
 NOTES = """## Reading these numbers
 
-- **Flat with depth** when the output shard is small: RTN 4 → 16 layers at width 2048 peaks within 6 % while the
-  model grows by 1.3 GiB; GPTQ (width 1024, 16 calibration samples) within 5 %. Between the peaks the resident
-  set is flat layer after layer; the peak itself is a transient (a shard being written while the largest Linear
-  is packed), so it varies by a few percent from run to run.
-- **What still scales:** convert keeps the shard being filled in memory (`max_shard_gb`, default 5 GB). A model
-  smaller than one shard is therefore held whole (the control rows grow with depth); for 12B the shard term is
-  the largest after the activation budget. Bounded, but a streaming writer (the header can be computed up
-  front: `pixtral_quant.memory.inventory` predicts every output tensor's dtype and shape, see
-  `pixtral_quant.synth.writer`) would remove it.
+- **Flat with depth**, whatever the shard size: RTN 4 → 16 layers at width 2048 and GPTQ (width 1024, 16
+  calibration samples) peak within the 10 % bound while the model grows by 1.3 GiB. Between the peaks the resident
+  set is flat layer after layer; the peak itself is a transient (the largest Linear being packed), so it varies
+  by a few percent from run to run.
+- **Streaming writer:** convert appends each output tensor to the shard's data file as it is produced and writes
+  the header at the end (`loading.write._ShardFile`), so `max_shard_gb` (default 5 GB) no longer counts. Before,
+  the shard being filled was held in memory (×2 heap overhead), and the default-shard rows grew with depth.
 - **Fixed while measuring:** safetensors' `get_tensor` returns a view into a private mapping of the whole file;
   convert passed norm weights through to the output shard as such views, which pinned the mapping and every page
   of each layer read through it: RSS grew by about one bf16 layer per layer until the shard was flushed.
@@ -226,9 +224,7 @@ NOTES = """## Reading these numbers
 - Peaks are the child's own high-water mark (VmHWM): `ru_maxrss` is carried over from the parent across
   fork + exec on Linux and would report the parent's peak.
 - **Predicted** = `pixtral_quant.memory.conversion.convert_rss` with the measured after-import baseline and the
-  calibration tokens the GPTQ runs recorded: within 8 % of the measured peaks for the bounded runs; the control's
-  shard term (heap factor 2.0, measured 1.5–2.4) is the least certain, and it carries over to the 12B figures.
+  calibration tokens the GPTQ runs recorded (the `shard` term is now the largest single output tensor).
 - **12B** figures are extrapolated with the same terms at Pixtral-12B's shapes, not measured (a 12B conversion
-  does not fit this 2-core, 24 GiB machine's time budget). With `max_shard_gb: 1` the shard term drops from
-  9.3 to 2.5 GiB (the 1.34 GB embedding table is one tensor): RTN ≈ 5.4 GiB, GPTQ on a GPU host ≈ 14.6 GiB.
+  does not fit this 2-core, 24 GiB machine's time budget).
 """

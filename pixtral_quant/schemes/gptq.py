@@ -68,12 +68,6 @@ class GptqHandler:
     def require(self) -> None:
         require("gptqmodel", EXTRA)
 
-    def quantize(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """A Linear outside the decoder layers (the lm_head, when the recipe asks): round-to-nearest with the
-        scheme's bits / group / sym, because capture.py calibrates decoder layers only (the plan says so)."""
-        c = self.config
-        return intquant.to_gptq_v1(intquant.rtn(weight, c.bits, c.group_size, c.sym), bias)
-
     def solver(self, linear: torch.nn.Linear) -> GptqSolver:
         return GptqSolver(linear, self.config)
 

@@ -58,9 +58,10 @@ def layer_sqnr(report: dict, path: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, values in curves:
         ax.plot(range(len(values)), [min(v, 200.0) for v in values], marker="o", label=label)
+    ax.set_xticks(range(max(len(v) for _, v in curves)))
     ax.set(xlabel="decoder layer", ylabel="output SQNR, dB (higher = closer)", title="Where the error enters")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, plt, path)
 
 
