@@ -252,8 +252,10 @@ def gptq_stage(run: Run) -> dict:
     rep = StampReporter()
     start = time.monotonic()
     convert(run.models["gptq-model"], recipe, run.work / "gptq-out", overwrite=True, reporter=rep)
-    times = [t - prev for (_, prev), (_, t) in zip([("start", start)] + rep.stamps[:-1], rep.stamps)]
-    capture, layers = times[0], times[1:]
+    times = [(name, t - prev) for (_, prev), (name, t) in zip([("start", start)] + rep.stamps[:-1], rep.stamps)]
+    capture = times[0][1]
+    layers = [x for name, x in times[1:] if name.startswith("layer ")]
+    head = sum(x for name, x in times[1:] if name == "lm_head")  # the recipe's GPTQ lm_head, once per model
     full_layers = open_checkpoint(run.mode.model, require_tokenizer=False).config.text_config.num_hidden_layers
     scale = (base.calibration.num_samples or run.mode.gptq_samples) / run.mode.gptq_samples
     per_layer = sum(layers) / len(layers)
@@ -261,9 +263,10 @@ def gptq_stage(run: Run) -> dict:
     shutil.rmtree(run.models.pop("gptq-model"), ignore_errors=True)
     return {"samples": run.mode.gptq_samples, "recipe_samples": base.calibration.num_samples,
             "capture_seconds": round(capture, 1), "layer_seconds": [round(x, 1) for x in layers],
-            "extrapolated_12b_seconds": round(scale * (capture + per_layer * full_layers), 0),
-            "extrapolation": f"(capture + mean layer time × {full_layers}) × {scale:g} (recipe samples / samples "
-                             "used); linear in samples, so an upper bound"}
+            "lm_head_seconds": round(head, 1),
+            "extrapolated_12b_seconds": round(scale * (capture + per_layer * full_layers + head), 0),
+            "extrapolation": f"(capture + mean layer time × {full_layers} + lm_head) × {scale:g} (recipe samples / "
+                             "samples used); linear in samples, so an upper bound"}
 
 
 def large_stage(run: Run) -> dict:

@@ -5,6 +5,7 @@
 
 One reference run (cached by content), then each candidate in turn; each candidate is held to the thresholds
 its recipe recorded in its manifest (the broken one: those of gptq-int8, the checkpoint it was made from).
+Also gptq-int4 with the INT4 lm_head that the pixtral-12b-int4 recipe ships with.
 The run's verdict is expected to be FAIL because of the broken candidate; the others must pass.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pixtral_quant.cli.convert_report import RichReporter
-from pixtral_quant.config import ValidateConfig
+from pixtral_quant.config import ValidateConfig, with_overrides
 from pixtral_quant.convert import convert
 from pixtral_quant.fixtures.broken import zero_layer
 from pixtral_quant.recipes import load_recipe
@@ -25,6 +26,8 @@ from pixtral_quant.validate.pipeline import validate
 from pixtral_quant.validate.report import failure_lines
 
 SCHEMES = ("gptq-int8", "rtn-int8", "bnb-int8", "gptq-int4", "rtn-int4", "bnb-nf4")
+# Variants (folder name → recipe and overrides): the INT4 lm_head that pixtral-12b-int4 ships with.
+VARIANTS = {"gptq-int4-lm_head-int4": ("tiny-gptq-int4", {"targets.lm_head": "int4"})}
 
 
 def main() -> None:
@@ -37,11 +40,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     candidates = []
-    for scheme in SCHEMES:
-        out = args.work / scheme
+    jobs = {s: (f"tiny-{s}", {}) for s in SCHEMES} | VARIANTS
+    for folder, (recipe, overrides) in jobs.items():
+        out = args.work / folder
         if not (out / "manifest.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
-            convert("tiny", load_recipe(f"tiny-{scheme}"), out)
+            convert("tiny", with_overrides(load_recipe(recipe), overrides) if overrides else load_recipe(recipe), out)
         candidates.append(out)
     candidates.append(zero_layer(args.work / "gptq-int8", args.work / "gptq-int8-layer1-zeroed", 1))
     shutil.rmtree(args.out, ignore_errors=True)

@@ -191,3 +191,23 @@ def test_usage_errors(good, tmp_path):
     (foreign / "keep.txt").write_text("not a report")
     r = cli("validate", "--candidate", str(good[0]), "--report-dir", str(foreign))
     assert r.exit_code == 2 and (foreign / "keep.txt").is_file()
+
+
+def test_a_mistral_native_reference(good, tmp_path):
+    """The reference may be in Mistral-native format (params.json + consolidated.safetensors): same weights,
+    so the candidate's metrics equal those measured against the HF copy."""
+    from pixtral_quant.assets import TINY_EVAL
+    from pixtral_quant.loading import open_checkpoint, write_native
+
+    native = tmp_path / "native"
+    write_native(open_checkpoint("tiny"), native)
+    report_dir = tmp_path / "rep"
+    r = cli("validate", "--reference", str(native), "--candidate", str(good[0]), "--eval",
+            str(TINY_EVAL / "manifest.jsonl"), "--num-samples", N, "--report-dir", str(report_dir))
+    assert r.exit_code == 0, r.output
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["reference"]["format"] == "native"
+    ours = report["candidates"][0]["metrics"]["overall"]
+    hf = good[2]["candidates"][0]["metrics"]["overall"]
+    assert ours["top1_agreement"] == hf["top1_agreement"] and ours["accuracy_ref"] == hf["accuracy_ref"]
+    assert ours["mean_kl"] == pytest.approx(hf["mean_kl"], rel=0.05, abs=1e-9)

@@ -43,32 +43,38 @@ def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateC
         models.check_same_architecture(ckpt.config, c)
     limits = {c.label: checks.pick_thresholds(thresholds, c.manifest, c.bits) for c in cands}
     base = checks.read_baseline(baseline) if baseline else None
+    priors = {c.label: checks.baseline_entry(base, c.label, len(cands) == 1, str(baseline)) for c in cands} \
+        if base is not None else {}
     tok = open_tokenizer(ckpt.tokenizer)
     spec = evalset.eval_spec(ckpt.path, cfg.eval_set)
     eset = evalset.load_eval(spec, tok, cfg.num_samples, cfg.seed)
     if base is not None and base["eval"]["content_hash"] != eset.content_hash:
         raise _baseline_mismatch(baseline, base, eset)
     overlap = {c.label: evalset.check_overlap(c, eset, tok) for c in cands}
+    # Every input is checked: from here on only models run.
     device, dtype = compute_setup()
     run = Run(eset, tok, token_ids(tok), cfg, device, dtype, reporter)
     ref_out, cached = reference_outputs(ckpt, run)
-    labels = [{"id": s.id, "task": s.task, "answer": s.answer, "bucket": compare.size_bucket(list(f.sizes))}
-              for s, f in zip(eset.samples, eset.fits)]
-    entries = []
-    for c in cands:
-        out = run_candidate(c, run)
-        entry = candidate_entry(c, run, compare.rows_for(ref_out, out, labels, run.decode),
-                                compare.layer_sqnr(ref_out, out), limits[c.label])
-        if base is not None:
-            prior = checks.baseline_entry(base, c.label, len(cands) == 1, "--baseline")
-            entry["baseline"] = {"label": prior["label"], "checks": checks.check_baseline(
-                entry["metrics"]["overall"], prior["metrics"]["overall"], cfg.tolerances)}
-        entry["calibration_overlap"], entry["passed"] = overlap[c.label], passed(entry)
-        entries.append(entry)
+    entries = [check_candidate(c, run, ref_out, limits[c.label], priors.get(c.label), overlap[c.label])
+               for c in cands]
     report = assemble(ckpt, spec, eset, cfg, cached, entries, baseline)
     if report_dir is not None:
         write_report(report, Path(report_dir))
     return report
+
+
+def check_candidate(c, run: "Run", ref_out, picked, prior: dict | None, overlap: str) -> dict:
+    """Run candidate `c`, compare it with the reference's outputs, check thresholds (and the baseline entry)."""
+    labels = [{"id": s.id, "task": s.task, "answer": s.answer, "bucket": compare.size_bucket(list(f.sizes))}
+              for s, f in zip(run.eset.samples, run.eset.fits)]
+    out = run_candidate(c, run)
+    entry = candidate_entry(c, run, compare.rows_for(ref_out, out, labels, run.decode),
+                            compare.layer_sqnr(ref_out, out), picked)
+    if prior is not None:
+        entry["baseline"] = {"label": prior["label"], "checks": checks.check_baseline(
+            entry["metrics"]["overall"], prior["metrics"]["overall"], run.cfg.tolerances)}
+    entry["calibration_overlap"], entry["passed"] = overlap, passed(entry)
+    return entry
 
 
 def unique_labels(paths: list) -> list[str]:
@@ -159,12 +165,21 @@ def assemble(ckpt, spec, eset, cfg, cached, entries, baseline) -> dict:
         "reference": {"path": str(ckpt.path), "source": ckpt.source, "format": ckpt.format,
                       "weight_bytes": sum(f.stat().st_size for f in ckpt.weight_files), "cached": cached,
                       "parameters": counts.get("total")},
-        "eval": {"set": spec, "content_hash": eset.content_hash, "samples": len(eset), "seed": cfg.seed,
+        "eval": {"set": shown(spec), "content_hash": eset.content_hash, "samples": len(eset), "seed": cfg.seed,
                  "num_samples": cfg.num_samples},
         "options": {k: v for k, v in asdict(cfg).items() if k != "tolerances"},
         "tolerances": asdict(cfg.tolerances), "baseline": str(baseline) if baseline else None,
         "candidates": entries, "passed": all(e["passed"] for e in entries),
     }
+
+
+def shown(spec: str) -> str:
+    """A set spec as reports show it: relative to the working directory when it is a path below it."""
+    path = Path(spec)
+    try:
+        return str(path.resolve().relative_to(Path.cwd())) if path.exists() else spec
+    except ValueError:
+        return spec
 
 
 def _baseline_mismatch(path, base, eset):
