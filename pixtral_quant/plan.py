@@ -39,7 +39,8 @@ OPTIONAL_SUPPORT = {"bnb-int8": {"lm_head": "int8", "vision_tower": "int8", "pro
 # Why an optional target's method differs from the scheme's name (shown in the plan's reason column).
 METHOD_NOTES = {("gptq-int4", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
                 ("gptq-int8", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
-                ("rtn-int4", "lm_head"): "round-to-nearest", ("rtn-int8", "lm_head"): "round-to-nearest"}
+                ("rtn-int4", "lm_head"): "round-to-nearest", ("rtn-int8", "lm_head"): "round-to-nearest",
+                ("bnb-int8", "lm_head"): "transformers loads it; vLLM cannot (docs/vllm.md): keep bf16 for vLLM"}
 
 
 @dataclass(frozen=True)

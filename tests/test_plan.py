@@ -45,3 +45,11 @@ def test_a_conversion_that_differs_from_its_plan_fails():
         plan.check_done(plan.names() - {"model.language_model.layers.0.mlp.up_proj"})
     with pytest.raises(RuntimeError, match="differs from its plan"):
         plan.check_done(plan.names() | {"lm_head"})
+
+
+def test_bnb_int8_lm_head_plan_warns_about_vllm():
+    from pixtral_quant.loading import open_checkpoint
+
+    recipe = with_overrides(load_recipe("tiny-bnb-int8"), {"targets.lm_head": "int8"})
+    entry = next(e for e in make_plan(open_checkpoint("tiny").config, recipe).entries if e.name == "lm_head")
+    assert entry.scheme == "bnb-int8" and "vLLM cannot" in entry.reason
