@@ -88,11 +88,11 @@ class _ShardFile:
         self.size += spec.nbytes
 
     def close(self) -> Path:
-        from ..memory.storage import DTYPE_BYTES
+        from ..memory.checkpoint import storage_order
         from ..synth.writer import header
 
         self.fh.close()
-        ordered = sorted(self.specs, key=lambda so: (-DTYPE_BYTES[so[0].dtype], so[0].name))
+        ordered = sorted(self.specs, key=lambda so: storage_order(so[0].name, so[0].dtype))
         with self.path.open("wb") as out, self.data.open("rb") as src:
             out.write(header([spec for spec, _ in ordered]))
             for spec, offset in ordered:

@@ -35,19 +35,45 @@ class CheckpointEstimate:
         return self.tensor_bytes["total"] + self.header_bytes
 
 
-def header_bytes(items: list[tuple[str, str, tuple[int, ...]]]) -> int:
-    """Bytes before the data of one safetensors file holding (checkpoint name, dtype, shape) items."""
-    ordered = sorted(items, key=lambda it: (-DTYPE_BYTES[it[1]], it[0]))
+def storage_order(name: str, dtype: str) -> tuple[int, str]:
+    """Sort key of the tensors inside a safetensors file: item size descending, then name (what safetensors'
+    save_file writes, and what loading.write's streaming writer reproduces)."""
+    return -DTYPE_BYTES[dtype], name
+
+
+def safetensors_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> bytes:
+    """The 8-byte length + space-padded compact JSON header of a file holding (name, dtype, shape) entries,
+    their data back to back in this order."""
     header: dict = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for name, dtype, shape in ordered:
+    for name, dtype, shape in entries:
         n = DTYPE_BYTES[dtype]
         for d in shape:
             n *= d
         header[name] = {"dtype": ST_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
-    text = len(json.dumps(header, separators=(",", ":")).encode())
-    return 8 + -(-text // 8) * 8
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def header_bytes(items: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    """Bytes before the data of one safetensors file holding (checkpoint name, dtype, shape) items."""
+    return len(safetensors_header(sorted(items, key=lambda it: storage_order(it[0], it[1]))))
+
+
+def split_shards(items, max_shard_bytes: int | None) -> list[list]:
+    """Consecutive groups of items (anything with .nbytes), a new group started before one would pass
+    max_shard_bytes (None: one group). The rule loading.write.write_shards applies while streaming."""
+    out: list[list] = [[]]
+    size = 0
+    for it in items:
+        if out[-1] and max_shard_bytes is not None and size + it.nbytes > max_shard_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(it)
+        size += it.nbytes
+    return out
 
 
 def write_order(items: list[Item]) -> list[Item]:
@@ -64,16 +90,8 @@ def write_order(items: list[Item]) -> list[Item]:
 
 
 def shards(items: list[Item], max_shard_bytes: int | None) -> list[list[Item]]:
-    """Split like loading.write.write_shards: close a shard before it would pass max_shard_bytes."""
-    out: list[list[Item]] = [[]]
-    size = 0
-    for it in write_order(items):
-        if out[-1] and max_shard_bytes is not None and size + it.nbytes > max_shard_bytes:
-            out.append([])
-            size = 0
-        out[-1].append(it)
-        size += it.nbytes
-    return out
+    """The shards convert writes: its write order, split by split_shards."""
+    return split_shards(write_order(items), max_shard_bytes)
 
 
 def estimate(items: list[Item], max_shard_bytes: int | None) -> CheckpointEstimate:

@@ -8,7 +8,6 @@ spaces to a multiple of 8, then the tensors' bytes back to back in header order.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..memory.checkpoint import ST_CODES
+from ..memory.checkpoint import safetensors_header, split_shards
 from ..memory.storage import DTYPE_BYTES
 
 
@@ -35,27 +34,12 @@ class Spec:
 
 def plan_shards(specs: Iterable[Spec], max_shard_bytes: int | None) -> list[list[Spec]]:
     """Consecutive groups of specs, a new group started before one would pass max_shard_bytes (None: one)."""
-    shards: list[list[Spec]] = [[]]
-    size = 0
-    for spec in specs:
-        if shards[-1] and max_shard_bytes is not None and size + spec.nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += spec.nbytes
-    return shards
+    return split_shards(list(specs), max_shard_bytes)
 
 
 def header(specs: list[Spec]) -> bytes:
     """The 8-byte length + padded JSON header of a file holding `specs` in this order."""
-    head: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for s in specs:
-        head[s.name] = {"dtype": ST_CODES[s.dtype], "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
-        offset += s.nbytes
-    text = json.dumps(head, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text
+    return safetensors_header([(s.name, s.dtype, s.shape) for s in specs])
 
 
 def write_file(path: Path, specs: list[Spec], make: Callable[[Spec], torch.Tensor]) -> int:
