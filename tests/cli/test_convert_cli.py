@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 
-import pytest
 from click.testing import CliRunner
 
 from pixtral_quant.cli import main
