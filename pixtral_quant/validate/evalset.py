@@ -40,18 +40,23 @@ def load_eval(spec: str, tokenizer, num_samples: int | None, seed: int) -> Calib
     return evalset
 
 
-def check_overlap(candidate, evalset: CalibrationSet, tokenizer) -> str:
+def check_overlap(candidate, evalset: CalibrationSet, tokenizer, loaded: dict | None = None) -> str:
     """InputError when the candidate's calibration samples overlap the eval set; else a one-line status for
-    the report ('disjoint from <set> (<n> samples)', 'no calibration (data-free scheme)', or why unchecked)."""
+    the report ('disjoint from <set> (<n> samples)', 'no calibration (data-free scheme)', or why unchecked).
+    loaded: calibration sets already read, by their settings, shared across candidates."""
     calib = (candidate.manifest or {}).get("calibration")
     if candidate.manifest is None:
         return "not checked: the candidate has no manifest.json naming its calibration data"
     if not calib:
         return "no calibration data (data-free scheme)"
     settings = candidate.manifest["recipe"]["calibration"]
+    key = tuple(settings[k] for k in ("set", "num_samples", "seed", "max_tokens"))
+    loaded = {} if loaded is None else loaded
     try:
-        cset = load_set(settings["set"], tokenizer, num_samples=settings["num_samples"], seed=settings["seed"],
-                        max_tokens=settings["max_tokens"])
+        if key not in loaded:
+            loaded[key] = load_set(settings["set"], tokenizer, num_samples=settings["num_samples"],
+                                   seed=settings["seed"], max_tokens=settings["max_tokens"])
+        cset = loaded[key]
     except InputError as exc:
         return f"not checked: calibration set {settings['set']!r} not found here ({exc.message})"
     check_disjoint(cset, evalset, names=(f"calibration set of {candidate.label}", "evaluation"))

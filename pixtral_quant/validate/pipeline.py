@@ -50,12 +50,15 @@ def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateC
     eset = evalset.load_eval(spec, tok, cfg.num_samples, cfg.seed)
     if base is not None and base["eval"]["content_hash"] != eset.content_hash:
         raise _baseline_mismatch(baseline, base, eset)
-    overlap = {c.label: evalset.check_overlap(c, eset, tok) for c in cands}
+    loaded: dict = {}  # candidates calibrated on the same data share one load of it
+    overlap = {c.label: evalset.check_overlap(c, eset, tok, loaded) for c in cands}
     # Every input is checked: from here on only models run.
     device, dtype = compute_setup()
     run = Run(eset, tok, token_ids(tok), cfg, device, dtype, reporter)
     ref_out, cached = reference_outputs(ckpt, run)
-    entries = [check_candidate(c, run, ref_out, limits[c.label], priors.get(c.label), overlap[c.label])
+    labels = [{"id": s.id, "task": s.task, "answer": s.answer, "bucket": compare.size_bucket(list(f.sizes))}
+              for s, f in zip(eset.samples, eset.fits)]
+    entries = [check_candidate(c, run, ref_out, labels, limits[c.label], priors.get(c.label), overlap[c.label])
                for c in cands]
     report = assemble(ckpt, spec, eset, cfg, cached, entries, baseline)
     if report_dir is not None:
@@ -63,10 +66,9 @@ def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateC
     return report
 
 
-def check_candidate(c, run: "Run", ref_out, picked, prior: dict | None, overlap: str) -> dict:
-    """Run candidate `c`, compare it with the reference's outputs, check thresholds (and the baseline entry)."""
-    labels = [{"id": s.id, "task": s.task, "answer": s.answer, "bucket": compare.size_bucket(list(f.sizes))}
-              for s, f in zip(run.eset.samples, run.eset.fits)]
+def check_candidate(c, run: "Run", ref_out, labels: list[dict], picked, prior: dict | None, overlap: str) -> dict:
+    """Run candidate `c`, compare it with the reference's outputs, check thresholds (and the baseline entry).
+    labels: per eval sample {'id', 'task', 'answer', 'bucket'}."""
     out = run_candidate(c, run)
     entry = candidate_entry(c, run, compare.rows_for(ref_out, out, labels, run.decode),
                             compare.layer_sqnr(ref_out, out), picked)
