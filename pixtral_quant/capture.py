@@ -193,7 +193,8 @@ def groups_for(true_sequential: bool) -> tuple[tuple[str, ...], ...]:
 def calibrate_layer(layer, targets: list[str], make_solver, store, kwargs_list, device, true_sequential: bool,
                     advance=lambda: None) -> dict[str, tuple[dict, float]]:
     """Solve every target Linear (names relative to the layer) group by group, writing each dequantized
-    weight back into the layer before the next group runs. Returns name → (tensors, loss)."""
+    weight back into the layer before the next group runs. Returns name → (tensors, loss, restore): restore is
+    the solver's `restore` (what gives its dequantized weight back exactly, for a resumed run)."""
     results = {}
     for group in groups_for(true_sequential):
         names = [n for n in group if n in targets]
@@ -211,9 +212,21 @@ def calibrate_layer(layer, targets: list[str], make_solver, store, kwargs_list, 
             tensors, loss, dequantized = solver.finish()
             linear = layer.get_submodule(n)
             linear.weight.data = dequantized.to(device=linear.weight.device, dtype=linear.weight.dtype)
-            results[n] = (tensors, loss)
+            results[n] = (tensors, loss, solver.restore)
     run_layer(layer, store, kwargs_list, device, update=True, advance=advance)
     return results
+
+
+@torch.no_grad()
+def replay_layer(layer, weights: dict[str, torch.Tensor], store, kwargs_list, device,
+                 advance=lambda: None) -> None:
+    """A layer calibrated by an earlier, interrupted run: its Linears (names relative to the layer) get the
+    dequantized weights that run computed, then every sample goes through it as calibrate_layer's last pass
+    did, so the store ends up holding the same next-layer inputs bit for bit, without re-solving."""
+    for name, weight in weights.items():
+        linear = layer.get_submodule(name)
+        linear.weight.data = weight.to(device=linear.weight.device, dtype=linear.weight.dtype)
+    run_layer(layer, store, kwargs_list, device, update=True, advance=advance)
 
 
 HEAD = "lm_head"

@@ -1,16 +1,20 @@
-"""`convert`: model + recipe → quantized checkpoint in OUT (written to OUT.partial, renamed at the end).
+"""`convert`: model + recipe → quantized checkpoint in OUT (written to OUT.partial, swapped in at the end).
 
     from pixtral_quant.convert import convert
     from pixtral_quant.recipes import load_recipe
     result = convert("tiny", load_recipe("tiny-gptq-int4"), "out/")
 
-Order (bad input fails before anything is written): output dir check → scheme library present → open the
-checkpoint → plan → calibration set → tensors streamed shard by shard (data-free schemes: layer by layer from
-the checkpoint; calibrated schemes: capture.py's sequential loop) → config, side files, manifest → rename.
+Order (bad input fails before anything is written): output dir check → open the checkpoint → scheme library
+present → plan → calibration set → free disk → each decoder layer (data-free schemes: straight from the
+checkpoint; calibrated schemes: capture.py's sequential loop, then the lm_head) into the resume journal
+(export/journal.py) as soon as it is done → shards streamed from the journal → config, side files, manifest →
+atomic swap into OUT (export/atomic.py). A run killed at any point resumes from its last finished layer
+(`resume=True`, `--resume`) and writes the same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import shutil
 import time
@@ -21,7 +25,10 @@ from pathlib import Path
 import torch
 
 from . import capture
+from .errors import InputError, PixtralQuantError
 from .export import atomic, checkpoint, manifest
+from .export.journal import DIR as journal_dir
+from .export.journal import HEAD_UNIT, Journal, layer_unit
 from .plan import Plan, make_plan, render
 from .schemes.registry import handler_for
 
@@ -83,32 +90,77 @@ def compute_setup() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = False,
+def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = False, resume: bool = False,
             reporter: Reporter | None = None) -> ConvertResult:
-    """Quantize `model` (path, shipped name or hub id) with `recipe` into `out`. See module docstring."""
+    """Quantize `model` (path, shipped name or hub id) with `recipe` into `out`. See module docstring.
+    resume: continue the interrupted conversion in OUT.partial (same model, recipe and options) from its last
+    finished unit; the files are byte-identical to an uninterrupted run's."""
     from .loading import open_checkpoint
 
     reporter = reporter or Reporter()
     out = Path(out)
-    atomic.check_out_dir(out, overwrite)
+    atomic.check_out_dir(out, overwrite, resume, marker=journal_dir)
+    ckpt = open_checkpoint(model)  # a wrong path fails here, before the scheme library's slow import
     handler = handler_for(recipe.scheme)
     handler.require()
-    ckpt = open_checkpoint(model)
     plan = make_plan(ckpt.config, recipe)
     reporter.log(render(plan))
     cset = _calibration(recipe.calibration, ckpt) if handler.needs_calibration else None
+    if not resume:
+        _check_disk(out, ckpt.config, recipe)
     start = time.perf_counter()
-    tmp = atomic.partial_dir(out)
+    tmp = atomic.partial_dir(out, resume, keep=journal_dir)
     try:
-        result = _write(ckpt, recipe, plan, handler, cset, tmp, reporter)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        journal = _journal(tmp, ckpt, recipe, cset, resume)
+        result = _write(ckpt, recipe, plan, handler, cset, tmp, journal, reporter)
+    except BaseException as exc:
+        _after_failure(exc, tmp, resume, reporter)
         raise
-    atomic.commit(tmp, out)
+    atomic.commit(tmp, out, marker=journal_dir)  # the journal goes once the swap is done
     result.out, result.seconds = out, time.perf_counter() - start
     result.bytes_before = sum(f.stat().st_size for f in ckpt.weight_files)
     result.bytes_after = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return result
+
+
+def _after_failure(exc: BaseException, tmp: Path, resume: bool, reporter: Reporter) -> None:
+    """Bad input found on the way (and a full disk) leaves nothing behind; anything else (Ctrl-C, a crash, the
+    machine running out of memory) keeps OUT.partial so that --resume continues from its last finished unit."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        atomic.discard(tmp)
+        raise InputError("no space left on the device while writing the checkpoint", where=tmp.parent,
+                         fix="free disk space (see the size `pixtral-quant plan` predicts) or choose another --out"
+                         ) from None
+    if isinstance(exc, PixtralQuantError):
+        if not resume:
+            atomic.discard(tmp)
+        return
+    reporter.log(f"interrupted: the finished layers are kept in {tmp}; run the same command with --resume to "
+                 f"continue, or delete {tmp} to start over")
+
+
+def _check_disk(out: Path, config, recipe) -> None:
+    """InputError when the file system of OUT has less free space than the checkpoint plus its resume journal
+    (the same bytes again) need; the checkpoint size is the plan's exact prediction."""
+    from .memory.checkpoint import estimate
+    from .memory.inventory import inventory, model_shapes
+
+    need = 2 * estimate(inventory(model_shapes(config), recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
+    parent = next(p for p in out.absolute().parents if p.exists())
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        raise InputError(f"not enough free disk space: {free / 1e9:.2f} GB free, the conversion needs "
+                         f"{need / 1e9:.2f} GB (the checkpoint and its resume journal)", where=parent,
+                         fix="free disk space or choose an --out on a larger file system")
+
+
+def _journal(tmp: Path, ckpt, recipe, cset, resume: bool) -> Journal:
+    """The resume journal of this conversion: what identifies it is the recipe, the source files and the
+    calibration content."""
+    fingerprint = {"recipe": recipe.to_dict(), "model": str(ckpt.source),
+                   "weight_files": [[f.name, f.stat().st_size] for f in ckpt.weight_files],
+                   "calibration": cset.content_hash if cset is not None else None}
+    return Journal.reopen(tmp, fingerprint) if resume else Journal.start(tmp, fingerprint)
 
 
 def _calibration(calib, ckpt):
@@ -118,11 +170,18 @@ def _calibration(calib, ckpt):
                     max_tokens=calib.max_tokens)
 
 
-def _write(ckpt, recipe, plan: Plan, handler, cset, tmp: Path, reporter: Reporter) -> ConvertResult:
+def _write(ckpt, recipe, plan: Plan, handler, cset, tmp: Path, journal: Journal, reporter: Reporter) -> ConvertResult:
+    """Every unit of work into the journal (skipping those a previous run finished), then the shards from it."""
     result = ConvertResult(tmp, plan, calibration_hash=cset.content_hash if cset is not None else None)
+    if handler.needs_calibration:
+        _calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, journal, reporter, result)
+    else:
+        _data_free_layers(ckpt, plan, handler, journal, reporter)
     done: set[str] = set()
-    items = _tensors(ckpt, plan, handler, cset, recipe, tmp, reporter, result, done)
-    checkpoint.write_tensors(items, tmp, int(recipe.max_shard_gb * 1e9))
+    for unit in journal.units.values():
+        done.update(unit["done"])
+        result.layer_loss.update(unit["losses"])
+    checkpoint.write_tensors(_assembled(ckpt, plan, handler, journal, done), tmp, int(recipe.max_shard_gb * 1e9))
     plan.check_done(done)
     checkpoint.write_config(ckpt.config, handler.quantization_config(plan), tmp)
     side = checkpoint.copy_side_files(ckpt.path, tmp, ckpt.config)
@@ -147,26 +206,30 @@ def _manifest_body(ckpt, recipe, plan: Plan, result: ConvertResult, side: list[s
     }
 
 
-def _tensors(ckpt, plan, handler, cset, recipe, tmp, reporter, result, done) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every output tensor (runtime names): the non-decoder tensors, then decoder layer by layer."""
+
+
+def _outside(ckpt, plan: Plan, handler) -> list[str]:
+    """The non-decoder tensors, in output order. A calibrated lm_head waits for the decoder's outputs: it is
+    solved after the last layer and written last."""
+    late = {f"{capture.HEAD}.weight"} if handler.needs_calibration and capture.HEAD in plan.names() else set()
+    return sorted(n for n in ckpt.tensors if not n.startswith(capture.LAYERS) and n not in late)
+
+
+def _layer_names(ckpt, i: int) -> list[str]:
+    prefix = f"{capture.LAYERS}{i}."
+    return sorted(n for n in ckpt.tensors if n.startswith(prefix))
+
+
+def _assembled(ckpt, plan: Plan, handler, journal: Journal, done: set[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every output tensor (runtime names) in shard order: the non-decoder tensors (quantized here when planned:
+    data-free and cheap), then the decoder layers and a calibrated lm_head from the journal, one unit in memory."""
     from .loading.checkpoint import read_tensors
 
-    # A calibrated lm_head waits for the decoder's outputs: it is solved and written after the last layer.
-    late = {f"{capture.HEAD}.weight"} if handler.needs_calibration and capture.HEAD in plan.names() else set()
-    outside = sorted(n for n in ckpt.tensors if not n.startswith(capture.LAYERS) and n not in late)
-    yield from _emit(read_tensors(ckpt, outside), plan.names(), handler, done)
-    n_layers = ckpt.config.text_config.num_hidden_layers
-    if handler.needs_calibration:
-        yield from _calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, reporter, result, done)
-        return
-    advance = reporter.task(f"{handler.name}: decoder layers", n_layers)
-    for i in range(n_layers):
-        prefix = f"{capture.LAYERS}{i}."
-        yield from _emit(read_tensors(ckpt, sorted(n for n in ckpt.tensors if n.startswith(prefix))),
-                         plan.names(), handler, done)
-        release_freed_memory()
-        advance()
-    reporter.done()
+    yield from _emit(read_tensors(ckpt, _outside(ckpt, plan, handler)), plan.names(), handler, done)
+    for i in range(ckpt.config.text_config.num_hidden_layers):
+        yield from journal.tensors(layer_unit(i))
+    if journal.has(HEAD_UNIT):
+        yield from journal.tensors(HEAD_UNIT)
 
 
 def _emit(raw: dict[str, torch.Tensor], targets: set[str], handler, done: set[str]):
@@ -179,14 +242,35 @@ def _emit(raw: dict[str, torch.Tensor], targets: set[str], handler, done: set[st
     yield from sorted(raw.items())
 
 
-def _calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, reporter, result, done):
-    """capture.py's sequential loop; yields each layer's tensors as soon as the layer is done."""
+def _data_free_layers(ckpt, plan: Plan, handler, journal: Journal, reporter: Reporter) -> None:
+    """Quantize decoder layer by layer straight from the checkpoint into the journal."""
+    from .loading.checkpoint import read_tensors
+
+    n_layers = ckpt.config.text_config.num_hidden_layers
+    advance = reporter.task(f"{handler.name}: decoder layers", n_layers)
+    for i in range(n_layers):
+        if not journal.has(layer_unit(i)):
+            done: set[str] = set()
+            tensors = dict(_emit(read_tensors(ckpt, _layer_names(ckpt, i)), plan.names(), handler, done))
+            journal.save(layer_unit(i), tensors, {}, {}, sorted(done))
+            del tensors
+            release_freed_memory()
+        advance()
+    reporter.done()
+
+
+def _calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journal: Journal, reporter: Reporter,
+                       result: ConvertResult) -> None:
+    """capture.py's sequential loop; each finished layer (and the lm_head) goes to the journal. Layers an
+    interrupted run finished are replayed from it (their saved weights, no solve) to rebuild the activations."""
     from .calibration.dataset import open_tokenizer
 
     device, dtype = compute_setup()
     calib = recipe.calibration
     scratch = capture.scratch_dir(tmp)
     store = capture.ActivationStore(int(calib_budget(recipe) * GIB), scratch)
+    n_layers = ckpt.config.text_config.num_hidden_layers
+    units = [layer_unit(i) for i in range(n_layers)] + ([HEAD_UNIT] if capture.HEAD in plan.names() else [])
     try:
         shell = capture.load_shell(ckpt, device, dtype)
         samples = (capture.strip_images(m) if calib.text_only else m for m in cset)
@@ -196,15 +280,20 @@ def _calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, reporter, result,
         text_config = shell.config.text_config
         del shell  # embeddings, vision tower and projector are done: only one decoder layer on the device now
         passes = len(capture.groups_for(getattr(recipe.scheme, "true_sequential", True))) + 1
-        for i in range(ckpt.config.text_config.num_hidden_layers):
-            yield from _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype, passes,
-                                  reporter, result, done)
-        if capture.HEAD in plan.names():
-            tensors, result.layer_loss[capture.HEAD] = capture.calibrate_head(
-                ckpt, handler.solver, store, device, dtype, reporter.task("lm_head", len(store)))
+        for i in range(n_layers):
+            if all(journal.has(u) for u in units[i:]):
+                break  # nothing after this layer is left to solve: its activations are not needed
+            if journal.has(layer_unit(i)):
+                _replay(ckpt, text_config, i, handler, journal, store, kwargs, device, dtype, reporter)
+            else:
+                _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype, passes, reporter,
+                           journal)
+        if units[-1] == HEAD_UNIT and not journal.has(HEAD_UNIT):
+            tensors, loss = capture.calibrate_head(ckpt, handler.solver, store, device, dtype,
+                                                   reporter.task("lm_head", len(store)))
             reporter.done()
-            done.add(capture.HEAD)
-            yield from ((f"{capture.HEAD}.{k}", v) for k, v in sorted(tensors.items()))
+            journal.save(HEAD_UNIT, {f"{capture.HEAD}.{k}": v for k, v in sorted(tensors.items())}, {},
+                         {capture.HEAD: loss}, [capture.HEAD])
         result.spilled = store.spilled
     finally:
         capture.remove_scratch(scratch)
@@ -215,8 +304,8 @@ def calib_budget(recipe) -> float:
     return recipe.calibration.activation_budget_gib
 
 
-def _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype, passes, reporter, result, done):
-    """Calibrate decoder layer i and yield its tensors (quantized Linears + the rest as stored)."""
+def _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype, passes, reporter, journal):
+    """Calibrate decoder layer i; its tensors (quantized Linears + the rest as stored) go to the journal."""
     prefix = f"{capture.LAYERS}{i}."
     layer, raw = capture.load_layer(ckpt, text_config, i, device, dtype)
     targets = sorted(n[len(prefix):] for n in plan.names() if n.startswith(prefix))
@@ -224,12 +313,33 @@ def _one_layer(ckpt, text_config, i, plan, handler, store, kwargs, device, dtype
     solved = capture.calibrate_layer(layer, targets, handler.solver, store, kwargs, device,
                                      getattr(handler.config, "true_sequential", True), advance)
     reporter.done()
-    for name, (tensors, loss) in sorted(solved.items()):
+    tensors, restore, losses = {}, {}, {}
+    for name, (quantized, loss, kept) in sorted(solved.items()):
         raw.pop(f"{name}.weight")
         raw.pop(f"{name}.bias", None)
-        result.layer_loss[prefix + name] = loss
-        done.add(prefix + name)
-        yield from ((f"{prefix}{name}.{k}", v) for k, v in sorted(tensors.items()))
-    yield from ((prefix + k, v) for k, v in sorted(raw.items()))
+        losses[prefix + name] = loss
+        tensors.update((f"{prefix}{name}.{k}", v) for k, v in sorted(quantized.items()))
+        restore.update((f"{name}.{k}", v) for k, v in sorted(kept.items()))
+    tensors.update((prefix + k, v) for k, v in sorted(raw.items()))
+    journal.save(layer_unit(i), tensors, restore, losses, sorted(prefix + n for n in solved))
+    del layer, tensors
+    release_freed_memory()
+
+
+def _replay(ckpt, text_config, i, handler, journal, store, kwargs, device, dtype, reporter) -> None:
+    """Layer i as an interrupted run left it in the journal: its solved weights restored exactly, the samples
+    run through it (capture.replay_layer)."""
+    prefix = f"{capture.LAYERS}{i}."
+    tensors, restore = dict(journal.tensors(layer_unit(i))), journal.restore(layer_unit(i))
+    weights = {}
+    for module in sorted({k.rsplit(".", 1)[0] for k in restore}):
+        stored = {k[len(prefix + module) + 1:]: v for k, v in tensors.items() if k.startswith(f"{prefix}{module}.")}
+        kept = {k[len(module) + 1:]: v for k, v in restore.items() if k.startswith(f"{module}.")}
+        weights[module] = handler.restore_weight(stored, kept)
+    layer, _ = capture.load_layer(ckpt, text_config, i, device, dtype)
+    advance = reporter.task(f"layer {i + 1}/{ckpt.config.text_config.num_hidden_layers} (resumed: replayed)",
+                            len(store))
+    capture.replay_layer(layer, weights, store, kwargs, device, advance)
+    reporter.done()
     del layer
     release_freed_memory()

@@ -59,3 +59,32 @@ def test_gptq_is_deterministic():
     _, _, (b, loss_b, _) = solve(GptqInt4())
     assert loss_a == loss_b
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("config", [GptqInt4(), GptqInt4(desc_act=True), GptqInt8()], ids=["int4", "act-order", "int8"])
+def test_restore_gives_the_solvers_weight_back_bit_for_bit(config):
+    """What a resumed conversion replays: the v1 tensors + the float32 scale/zero the solver kept give exactly
+    its dequantized weight; the checkpoint's float16 scales alone would not (hence the journal keeps them)."""
+    from pixtral_quant.schemes.gptq import GptqHandler, GptqSolver
+
+    linear, xs = layer_and_inputs()
+    solver = GptqSolver(linear, config)
+    for x in xs:
+        solver.add_batch(x)
+    tensors, _, dq = solver.finish()
+    assert torch.equal(GptqHandler(config).restore_weight(tensors, solver.restore), dq)
+    assert not torch.equal(iq.from_gptq_v1(tensors, config.bits).dequantize(), dq)
+
+
+def test_the_solver_gives_the_same_bits_with_1_and_2_threads():
+    """The Hessian (Xᵀ·X over tokens) and the solve run on one CPU thread: same result whatever the count."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(solve(GptqInt4(), seed=3)[2])
+    finally:
+        torch.set_num_threads(threads)
+    (a, _, dq_a), (b, _, dq_b) = results
+    assert torch.equal(dq_a, dq_b) and all(torch.equal(a[k], b[k]) for k in a)

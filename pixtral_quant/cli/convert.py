@@ -21,9 +21,12 @@ SCHEMES = ("gptq-int4", "gptq-int8", "rtn-int4", "rtn-int8", "bnb-int8", "bnb-nf
 @click.option("--damp", type=float, help="GPTQ dampening (fraction of the mean Hessian diagonal).")
 @click.option("--text-only", is_flag=True, default=None, help="Calibrate with the images removed.")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a non-empty output directory (atomically: the old one stays until the new one is done).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted conversion (OUT.partial) from its last finished layer; same options.")
 def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_size, act_order, damp, text_only, out,
-                overwrite) -> None:
+                overwrite, resume) -> None:
     """Quantize a Pixtral model into a standard checkpoint (GPTQ v1 or bitsandbytes) in OUT.
 
     \b
@@ -32,6 +35,7 @@ def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_siz
       pixtral-quant convert --model tiny --scheme rtn-int4 --out out-rtn
       pixtral-quant convert --model /models/Pixtral-12B --recipe pixtral-12b-int4 --out pixtral-12b-w4
       pixtral-quant convert --model tiny --recipe tiny-gptq-int4 --num-samples 32 --out o --overwrite
+      pixtral-quant convert --model /models/Pixtral-Large --recipe pixtral-large-int4 --out large-w4 --resume
     """
     from ..config import Recipe, scheme_from_dict, with_overrides
     from ..convert import convert
@@ -47,5 +51,5 @@ def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_siz
                  "calibration.text_only": text_only}
     final = with_overrides(base, {k: v for k, v in overrides.items() if v is not None})
     reporter = RichReporter()
-    result = convert(model, final, out, overwrite=overwrite, reporter=reporter)
+    result = convert(model, final, out, overwrite=overwrite, resume=resume, reporter=reporter)
     reporter.console.print(summary(result, final))

@@ -7,6 +7,8 @@ into GPTQ v1 tensors (intquant.from_dequantized + to_gptq_v1, tested equal to GP
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..errors import require
@@ -19,6 +21,23 @@ EXTRA = "gptq"
 def group_aware(config) -> bool:
     """GPTQModel's group-aware reordering applies to grouped, non-act-order runs only."""
     return config.act_group_aware and not config.desc_act and config.group_size > 0
+
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device):
+    """Run the block with one torch thread when it computes on the CPU. Why: the Hessian update is Xᵀ·X, a
+    reduction over the T tokens that CPU BLAS splits among its threads, so its float32 sum (and from it every
+    GPTQ integer) depended on torch.get_num_threads(); with one thread the checkpoint is the same bytes on any
+    CPU count (tests/test_determinism.py). Costs up to a third of a CPU-only calibration; CUDA is unaffected."""
+    if torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class GptqSolver:
@@ -42,13 +61,18 @@ class GptqSolver:
 
     def add_batch(self, x: torch.Tensor) -> None:
         """x: the Linear's input for one sample, [1, T, in] (any float dtype)."""
-        self.task.add_batch(x.detach(), None)
+        with _one_thread_on_cpu(x.device):
+            self.task.add_batch(x.detach(), None)
 
     def finish(self) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
-        """(GPTQ v1 tensors, GPTQModel's average loss, dequantized weight float32 [out, in])."""
-        q, scale, zero, g_idx, _, avg_loss, _, _ = self.task.quantize(blocksize=self.config.block_size)
+        """(GPTQ v1 tensors, GPTQModel's average loss, dequantized weight float32 [out, in]). Afterwards
+        `self.restore` holds the float32 scale and zero [out, groups]: with the v1 tensors they give back the
+        dequantized weight bit for bit (`restore_weight`), which a resumed conversion needs."""
+        with _one_thread_on_cpu(self.task.module.weight.device):
+            q, scale, zero, g_idx, _, avg_loss, _, _ = self.task.quantize(blocksize=self.config.block_size)
         q, scale, zero, g_idx = (t.detach().cpu() for t in (q, scale, zero, g_idx))
         qt = intquant.from_dequantized(q.float(), scale, zero, g_idx, self.config.bits)
+        self.restore = {"scale": qt.scale, "zero": qt.zero}
         self.task.free()
         bias = None if self.bias is None else self.bias.cpu()
         return intquant.to_gptq_v1(qt, bias), float(avg_loss), q.float()
@@ -70,6 +94,10 @@ class GptqHandler:
 
     def solver(self, linear: torch.nn.Linear) -> GptqSolver:
         return GptqSolver(linear, self.config)
+
+    def restore_weight(self, tensors: dict[str, torch.Tensor], restore: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The solver's dequantized weight (float32 [out, in]) from its v1 tensors and `GptqSolver.restore`."""
+        return intquant.restore_weight(tensors, restore["scale"], restore["zero"], self.config.bits)
 
     def quantization_config(self, plan) -> dict:
         c = self.config

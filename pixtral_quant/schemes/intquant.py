@@ -134,3 +134,11 @@ def from_gptq_v1(tensors: dict[str, torch.Tensor], bits: int) -> IntQuantized:
     q = unpack_rows(tensors["qweight"], bits).T.contiguous()
     zero = unpack_rows(tensors["qzeros"].T.contiguous(), bits).float() + 1  # [out, groups]
     return IntQuantized(q, tensors["scales"].float().T.contiguous(), zero, tensors["g_idx"], bits)
+
+
+def restore_weight(tensors: dict[str, torch.Tensor], scale: torch.Tensor, zero: torch.Tensor,
+                   bits: int) -> torch.Tensor:
+    """float32 [out, in] from GPTQ v1 `tensors` (qweight, g_idx) with exact float32 scale and zero [out, groups]:
+    equal bit for bit to the dequantized weight they were derived from (the stored float16 scales are not)."""
+    q = unpack_rows(tensors["qweight"], bits).T.contiguous()
+    return IntQuantized(q, scale.float(), zero.float(), tensors["g_idx"], bits).dequantize()
