@@ -1,7 +1,8 @@
 """The checkpoint files: safetensors shards (+ index) in the Hugging Face checkpoint spelling
 (`language_model.model.layers.N...`, what save_pretrained writes, what transformers 5 and every vLLM version's
 Llava loader read), config.json with `quantization_config`, the tokenizer/processor files and
-generation_config.json copied from the source."""
+generation_config.json copied from the source — the Hugging Face processor and tokenizer files generated from
+the Mistral tokenizer when the source has none (export.processor), so AutoProcessor and vLLM can load it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import torch
 
 from ..loading import names
+from ..loading.tokenizer import find_tokenizer
 from ..loading.write import write_shards
+from .processor import missing_groups, write_processor_files
 
 # Files copied from the source directory when present (tokenizers, processor, chat template).
 SIDE_FILES = ("tekken.json", "tokenizer.model.v7m1", "tokenizer.model.v7", "tokenizer.model.v3", "tokenizer.json",
@@ -56,12 +59,18 @@ def write_config(config, quantization_config: dict, out: Path) -> None:
 
 
 def copy_side_files(source: Path, out: Path, config) -> list[str]:
-    """Copy tokenizer/processor/generation files; write a generation_config.json when the source has none."""
+    """Copy tokenizer/processor/generation files; generate the Hugging Face tokenizer/processor files the
+    source lacks from its Mistral tokenizer, and a generation_config.json when the source has none.
+    Returns the names written into `out`."""
     copied = []
     for name in SIDE_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
             copied.append(name)
+    found = find_tokenizer(source)
+    if found is not None and found[0] == "mistral":
+        written = write_processor_files(out, config, found[1], missing_groups(source))
+        copied += [name for name in written if name not in copied]  # a stray copied chat template is replaced
     if "generation_config.json" not in copied:
         from transformers import GenerationConfig
 

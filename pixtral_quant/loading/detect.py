@@ -18,7 +18,8 @@ FORMATS: tuple[tuple[str, str, str], ...] = (
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a hub snapshot needs besides weights: configs and every tokenizer form we can read.
 HUB_CONFIG_FILES = ["config.json", "params.json", "generation_config.json", "tekken.json", "tokenizer.model*",
-                    "tokenizer.json", "tokenizer_config.json"]
+                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
+                    "processor_config.json", "chat_template.json", "chat_template.jinja"]
 HUB_WEIGHT_FILES = {"hf": ["model*.safetensors", "model.safetensors.index.json"],
                     "native": ["consolidated*.safetensors"]}
 
