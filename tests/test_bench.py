@@ -4,6 +4,10 @@ placements (embeddings / vision / lm_head off the device) leave the generated to
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -42,9 +46,56 @@ def test_bench_a_gptq_checkpoint_on_cpu(rtn_checkpoint):
     r = bench(rtn_checkpoint, device="cpu", workload=SMALL)
     assert r["quantization"] == "gptq" and r["kernel"] != "Linear"
     assert r["prompt_tokens"] == 1 + 15 + 16
-    assert r["prefill_seconds"] > 0 and r["decode_tokens_per_second"] > 0
-    assert r["generate_seconds"] > r["prefill_seconds"]
-    assert r["peak_rss"] > 2**27 and r["peak_gpu_allocated"] is None
+    assert r["generate_seconds"] > r["prefill_seconds"] > 0
+    # The rates are the module docstring's: prompt / prefill, (new_tokens − 1) / (generate − prefill).
+    assert r["prefill_tokens_per_second"] == pytest.approx(r["prompt_tokens"] / r["prefill_seconds"])
+    assert r["decode_tokens_per_second"] == pytest.approx(
+        (SMALL.new_tokens - 1) / (r["generate_seconds"] - r["prefill_seconds"]))
+    assert r["peak_gpu_allocated"] is None  # on the CPU the peak is RSS: test_cpu_peak_is_the_process_peak_rss
+
+
+# bench in a fresh process (the pytest process's peak RSS was set by whatever ran before): resets the RSS
+# high-water mark, notes the RSS, runs bench, and reads VmHWM itself (not through pixtral_quant's reader).
+_BENCH_CHILD = """
+import json, sys
+
+from pixtral_quant.bench import bench
+from pixtral_quant.memory.settings import Workload
+# What bench imports on its first load, imported before the baseline so that the growth is the load and the run.
+import gptqmodel, optimum.gptq, transformers.models.llava.modeling_llava
+
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # VmHWM := VmRSS
+before = status("VmRSS")
+transient = b"\x01" * int(sys.argv[3])  # resident, then returned to the system: only a high-water mark keeps it
+del transient
+after_transient = status("VmRSS")
+r = bench(sys.argv[1], device="cpu", workload=Workload(**json.loads(sys.argv[2])))
+print(json.dumps({"rss_before": before, "rss_after_transient": after_transient, "hwm_after": status("VmHWM"),
+                  "peak_rss": r["peak_rss"]}))
+"""
+TRANSIENT = 512 * 2**20  # more than the load and run add (measured: about 160 MiB for the tiny RTN checkpoint)
+PAGES = 4 * 2**20  # Linux counts RSS per thread in batches and updates VmHWM lazily: reads are off by some pages
+
+
+def test_cpu_peak_is_the_process_peak_rss(rtn_checkpoint):
+    """bench's peak_rss on the CPU is this process's RSS high-water mark, so the load is included: a transient
+    512 MiB freed before bench still counts (a current-RSS reading would miss it), every weight of the checkpoint
+    counts, and it is the high-water mark the process reads for itself right after (within PAGES)."""
+    weights = sum(p.stat().st_size for p in rtn_checkpoint.glob("*.safetensors"))
+    proc = subprocess.run([sys.executable, "-c", _BENCH_CHILD, str(rtn_checkpoint), json.dumps(asdict(SMALL)),
+                           str(TRANSIENT)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads(proc.stdout.splitlines()[-1])
+    assert m["rss_after_transient"] < m["rss_before"] + TRANSIENT / 2, m  # the transient really was freed
+    assert m["peak_rss"] >= m["rss_before"] + max(TRANSIENT, weights) - PAGES, (m, weights)
+    assert abs(m["peak_rss"] - m["hwm_after"]) <= PAGES, m
 
 
 def test_placements_keep_the_generated_tokens(tiny_model_dir):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-import resource
+import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -132,11 +134,43 @@ def test_bomb_png_is_refused_without_decoding(monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_pixels)
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "getexif", no_pixels)  # it loads the whole image
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     message = _error(huge_png(20000, 20000))
     assert "20000x20000" in message and "decompression-bomb" in message
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 100  # the full image would be 400 MB
+
+
+# Decodes stdin's bytes in a fresh process and reports how far its RSS high-water mark (VmHWM, read here, not
+# through pixtral_quant) rose, reset just before through /proc/self/clear_refs so the imports' own peak cannot
+# hide anything, and the refusal message.
+_DECODE_CHILD = """
+import json, sys
+from pixtral_quant.calibration import images
+from pixtral_quant.errors import InputError
+
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+data = sys.stdin.buffer.read()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # VmHWM := VmRSS
+before, message = hwm(), None
+try:
+    images.decode(data, "x")
+except InputError as exc:
+    message = exc.message
+print(json.dumps({"grown": hwm() - before, "message": message}))
+"""
+
+
+def test_bomb_png_never_allocates_its_pixels():
+    """The pytest process's peak RSS says nothing (models loaded by other tests set it long ago): a fresh process
+    decodes the 20000×20000 PNG, whose pixels Pillow would hold in 400 MB (mode 1: a byte per pixel)."""
+    proc = subprocess.run([sys.executable, "-c", _DECODE_CHILD], input=huge_png(20000, 20000), capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    report = json.loads(proc.stdout.decode().splitlines()[-1])
+    assert "decompression-bomb" in report["message"]
+    assert report["grown"] < 8 * 2**20, report  # the header only: well under 2 % of the pixels
 
 
 def test_bomb_jpeg_is_drafted_then_resized_like_pixtral():

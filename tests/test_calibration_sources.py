@@ -6,7 +6,7 @@ import json
 import sys
 
 import pytest
-from calibration_helpers import image_bytes
+from calibration_helpers import image_bytes, tokenizer
 
 from pixtral_quant.calibration.dataset import list_samples, load_set
 from pixtral_quant.calibration.fetch import read_bytes
@@ -31,13 +31,33 @@ def test_folder_with_captions(tmp_path, name, text):
     samples = read_folder(_folder(tmp_path, name, text))
     assert [s.id for s in samples] == ["a.png", "b.jpg"]
     assert samples[1].messages[1] == {"role": "assistant", "content": "A red, wide box."}
-    assert samples[0].messages[0]["content"][1]["text"] in ("Describe this image.",)
+    prompts = [s.messages[0]["content"][1]["text"] for s in samples]
+    assert prompts == ["Describe this image.", "What is it?" if name.endswith(".jsonl") else "Describe this image."]
     assert read_bytes(samples[1].image_refs()[0], samples[1].where) == (tmp_path / "b.jpg").read_bytes()
 
 
 def test_folder_spec_through_load_set(tmp_path):
-    cset = load_set(str(_folder(tmp_path, "captions.tsv", "a.png\tA.\nb.jpg\tB.\n")), "v7m1")
-    assert cset.stats.samples == 2 and cset.stats.per_task == {"caption": cset.stats.per_task["caption"]}
+    """The folder's samples are counted under task "caption" with the tokens mistral-common's own
+    encode_chat_completion gives each (image + prompt + caption)."""
+    from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk
+    from mistral_common.protocol.instruct.messages import AssistantMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from PIL import Image
+
+    folder = _folder(tmp_path, "captions.tsv", "a.png\tA.\nb.jpg\tB.\n")
+    cset = load_set(str(folder), "v7m1")
+    total = image_total = 0
+    for name, caption in (("a.png", "A."), ("b.jpg", "B.")):
+        request = ChatCompletionRequest(messages=[
+            UserMessage(content=[ImageChunk(image=Image.open(folder / name)), TextChunk(text="Describe this image.")]),
+            AssistantMessage(content=caption)])
+        ids = tokenizer("v7m1").encode_chat_completion(request).tokens
+        total += len(ids)
+        image_total += sum(t in (10, 14, 15) for t in ids)  # v7m1's [IMG], [IMG_BREAK], [IMG_END]
+    assert image_total == 2 * (2 + 1) + 2 * (3 + 1)  # 20×20 px: 2×2 patches; 40×30 px: 3 cols × 2 rows
+    assert cset.stats.samples == 2 and cset.stats.image_tokens == image_total
+    assert cset.stats.per_task == {"caption": {"samples": 2, "images": 2, "tokens": total,
+                                               "image_token_share": round(image_total / total, 3)}}
 
 
 def test_uncaptioned_image_and_missing_image(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from pixtral_quant.config import (SCHEME_CONFIGS, CalibConfig, GptqInt4, Recipe, recipe_from_dict, with_overrides)
 from pixtral_quant.errors import UsageError
@@ -11,13 +12,22 @@ from pixtral_quant.schemes.registry import handler_for, scheme_names
 
 
 def test_every_shipped_recipe_parses_and_carries_thresholds():
+    """Each recipe's `thresholds:` block, read with plain PyYAML, is exactly what its Recipe holds (every key
+    given, nothing else set)."""
+    from dataclasses import asdict, fields
+
+    from pixtral_quant.config import Thresholds
+    from pixtral_quant.recipes import RECIPES_DIR
+
     names = shipped_recipes()
     assert {"pixtral-12b-int8", "pixtral-12b-int4", "pixtral-large-int4", "tiny-gptq-int4"} <= set(names)
     for name in names:
         recipe = load_recipe(name)
         assert recipe.name == name
-        t = recipe.thresholds
-        assert t.min_recovery is not None, name
+        raw = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8"))["thresholds"]
+        assert raw and "min_recovery" in raw, name  # every shipped recipe gates task accuracy
+        expected = {f.name: None for f in fields(Thresholds)} | {k: float(v) for k, v in raw.items()}
+        assert asdict(recipe.thresholds) == expected, name
     assert load_recipe("pixtral-12b-int8").thresholds.max_size_gb == 14.8  # the file; the 14 GB GPU promise is plan's
     assert load_recipe("pixtral-12b-int4").thresholds.max_size_gb == 8.3
 

@@ -6,10 +6,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+
+from pixtral_quant.config import with_overrides
+from pixtral_quant.memory import memory_report
+from pixtral_quant.recipes import load_recipe
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 
@@ -32,9 +37,29 @@ def test_tiny_mode_runs_every_stage(tmp_path):
                            "drop-synth", "gptq", "large"}
     run = stages["generate-int4"]["runs"][0]
     assert run["placement"]["embeddings"] == "cpu" and run["measured"]["prompt_tokens"] == 1 + 20 + 16
-    assert run["predicted_peak_bytes"] > 0 and stages["generate-int4"]["decode_linears"]["linears"] == 4 * 7
-    assert stages["gptq"]["extrapolated_12b_seconds"] > 0 and len(stages["gptq"]["layer_seconds"]) == 1
-    assert stages["large"]["synth"]["layers"] == 2 and stages["large"]["full_layers"] == 4
+    assert stages["generate-int4"]["decode_linears"]["linears"] == 4 * 7
+    # The prediction is the plan's (memory_report, what `pixtral-quant plan` prints) for the RTN twin of the
+    # recipe, the tiny workload, the placement applied and the recipe's card; recomputed here from the config.
+    rtn4 = with_overrides(load_recipe("pixtral-12b-int4"), {"scheme": "rtn-int4"})
+    placed = {k: run["placement"][k] for k in ("embeddings", "vision", "lm_head")}
+    plan = memory_report("tiny", rtn4, gpu_memory="8GiB", workload=asdict(gpu_check.TINY_WORKLOAD), placement=placed)
+    assert run["predicted_peak_bytes"] == plan["peak_bytes"] == run["predicted"]["peak_bytes"]
+    assert run["measured_over_predicted"] == run["measured_peak_bytes"] / plan["peak_bytes"]
+    g = stages["gptq"]
+    assert len(g["layer_seconds"]) == 1 and (g["samples"], g["recipe_samples"]) == (2, 256)
+    assert "mean layer time × 4 " in g["extrapolation"]  # the tiny model's 4 decoder layers
+    # (capture + mean layer × layers + lm_head) × recipe samples / samples used, from the stored (rounded to
+    # 0.1 s) parts: the bounds carry that rounding, the final value is rounded to 1 s.
+    parts = [g["capture_seconds"], 4 * sum(g["layer_seconds"]) / len(g["layer_seconds"]), g["lm_head_seconds"]]
+    scale, slack = 256 / 2, 0.05 * (1 + 4 + 1)
+    assert scale * (sum(parts) - slack) - 0.5 <= g["extrapolated_12b_seconds"] <= scale * (sum(parts) + slack) + 0.5
+    large = stages["large"]
+    assert large["synth"]["layers"] == 2 and large["full_layers"] == 4
+    rtn_large = with_overrides(load_recipe("pixtral-large-int4"), {"scheme": "rtn-int4"})
+    full = memory_report("tiny", rtn_large, gpu_memory="80GiB", workload=asdict(gpu_check.TINY_WORKLOAD))
+    assert large["predicted_full_peak_bytes"] == full["peak_bytes"]
+    assert large["extrapolated_full_peak_bytes"] == (full["peak_bytes"] + large["measured_peak_bytes"]
+                                                     - large["predicted_peak_bytes"])
     md = (tmp_path / "r" / "gpu-check.md").read_text()
     assert "CPU (tiny mode)" in md and "| generate-int4 | ok |" in md
     assert not any((tmp_path / "w").iterdir())  # scratch models removed

@@ -1,7 +1,9 @@
 """The GPTQ v1 checkpoint entry shared by rtn-* and gptq-*: `quantization_config` for config.json.
 
-Read by transformers 5 (through optimum's GPTQQuantizer, kernels from GPTQModel), GPTQModel.load and vLLM
-(gptq / gptq_marlin). What each needs, checked in their sources:
+Read by transformers 5 (through optimum's GPTQQuantizer, kernels from GPTQModel; tests/test_convert.py loads the
+output with plain `LlavaForConditionalGeneration.from_pretrained`) and vLLM (gptq / gptq_marlin). Not by
+`GPTQModel.load`: GPTQModel 7.6 has no model definition for model_type llava (a strict xfail in
+tests/test_convert.py turns red the day one loads it). What each reader needs, checked in their sources:
 - transformers/optimum: quant_method, bits, group_size, desc_act, sym, checkpoint_format; only Linears under
   `block_name_to_quantize` are replaced (without it optimum guesses the first matching block pattern), and
   `modules_in_block_to_quantize` (list of lists, matched with endswith) narrows them.
