@@ -4,8 +4,9 @@ the number of decoder layers (checked against measurements by scripts/rss_vs_dep
 Terms (bytes), following convert.py / capture.py / schemes:
 - baseline:   the interpreter with torch, transformers' Pixtral modeling and the pipeline imported (≈ 0.76 GiB);
 - outside:    every non-decoder tensor in the source dtype, read at once and emitted first;
-- shard:      the output tensor being written (loading.write streams each tensor to disk as it comes, so the
-              shard size max_shard_gb does not count; before that writer it did, ×2.0 heap overhead);
+- shard:      one decoder layer's output tensors, held until the layer goes to the resume journal
+              (export/journal.py), twice (save_file serializes the file's bytes at once); the shards are then
+              streamed from the journal one tensor at a time, so max_shard_gb does not count;
 - layer:      one decoder layer as stored;
 - transient:  the quantizer's temporaries on the largest Linear (RTN: float32 weight, int32 codes, the int64
               packing buffers ≈ TRANSIENT_BYTES_PER_PARAM['rtn'] bytes per parameter);
@@ -80,7 +81,7 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
     layer = sum(source[lin.name] for lin in layer_lins) + \
         sum(it.nbytes for it in others if it.name.startswith(f"{LAYERS}0."))
     largest = max(lin.in_features * lin.out_features for lin in layer_lins)
-    shard = max(it.nbytes for it in inventory(shapes, recipe) if it.stored)  # its contiguous copy while written
+    shard = 2 * sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith(f"{LAYERS}0."))
     family = FAMILY[recipe.scheme.name]
     terms = dict(baseline=baseline, outside=outside, shard=shard, layer=layer,
                  transient=TRANSIENT_BYTES_PER_PARAM[family] * largest)
