@@ -211,17 +211,35 @@ def build(cls: type, raw: dict | None, where: str):
     return cls(**raw)
 
 
+# Types of the optional fields (default None), by annotation: their default cannot say what they take.
+OPTIONAL_KINDS = {"float | None": float, "int | None": int, "str | None": str}
+# Values a field accepts beyond its type (field name → (test, what to write)); the libraries would fail later.
+LIMITS = {
+    "damp_percent": (lambda v: 0 < v < 1, "a fraction of the mean Hessian diagonal in (0, 1), e.g. 0.01"),
+    "group_size": (lambda v: v == -1 or v > 0, "a positive group size such as 128, or -1 (per output channel)"),
+    "num_samples": (lambda v: v > 0, "at least 1"),
+    "max_tokens": (lambda v: v > 0, "at least 1"),
+}
+
+
 def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:
     default = f.default if f.default is not dataclasses.MISSING else None
     kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
-    if default is None or value is None:
-        if value is None and default is not None:
+    if value is None:
+        if default is not None:
             raise UsageError("must not be null", where=where, fix=f"give a value like {default!r}")
         return
-    wanted = kinds.get(type(default), (type(default),))
+    kind = type(default) if default is not None else OPTIONAL_KINDS.get(str(f.type))
+    if kind is None:
+        return
+    wanted = kinds.get(kind, (kind,))
     if isinstance(value, bool) and bool not in wanted or not isinstance(value, wanted):
-        raise UsageError(f"{value!r} is not a {type(default).__name__}", where=where,
-                         fix=f"e.g. {default!r} (the default)")
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise UsageError(f"{value!r} is not {article} {kind.__name__}", where=where,
+                         fix=f"e.g. {default!r} (the default)" if default is not None else f"write {article} {kind.__name__}")
+    test, what = LIMITS.get(f.name, (None, None))
+    if test is not None and not test(value):
+        raise UsageError(f"{value!r} is out of range", where=where, fix=f"use {what}")
 
 
 def scheme_from_dict(raw, where: str = "scheme"):

@@ -100,14 +100,14 @@ def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = Fal
     reporter = reporter or Reporter()
     out = Path(out)
     atomic.check_out_dir(out, overwrite, resume, marker=journal_dir)
-    ckpt = open_checkpoint(model)  # a wrong path fails here, before the scheme library's slow import
+    ckpt = open_checkpoint(model, require_weights=True)  # bad paths fail here, before the scheme library loads
     handler = handler_for(recipe.scheme)
     handler.require()
     plan = make_plan(ckpt.config, recipe)
-    reporter.log(render(plan))
     cset = _calibration(recipe.calibration, ckpt) if handler.needs_calibration else None
     if not resume:
         _check_disk(out, ckpt.config, recipe)
+    reporter.log(render(plan))  # after every input is checked: for bad input the error is all that is printed
     start = time.perf_counter()
     tmp = atomic.partial_dir(out, resume, keep=journal_dir)
     try:
@@ -144,13 +144,14 @@ def _check_disk(out: Path, config, recipe) -> None:
     (the same bytes again) need; the checkpoint size is the plan's exact prediction."""
     from .memory.checkpoint import estimate
     from .memory.inventory import inventory, model_shapes
+    from .memory.units import fmt_bytes
 
     need = 2 * estimate(inventory(model_shapes(config), recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
     parent = next(p for p in out.absolute().parents if p.exists())
     free = shutil.disk_usage(parent).free
     if free < need:
-        raise InputError(f"not enough free disk space: {free / 1e9:.2f} GB free, the conversion needs "
-                         f"{need / 1e9:.2f} GB (the checkpoint and its resume journal)", where=parent,
+        raise InputError(f"not enough free disk space: {fmt_bytes(free)} free, the conversion needs "
+                         f"{fmt_bytes(need)} (the checkpoint and its resume journal)", where=parent,
                          fix="free disk space or choose an --out on a larger file system")
 
 

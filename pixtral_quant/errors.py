@@ -21,7 +21,11 @@ class PixtralQuantError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """`where: message` on the first line, then `  fix: ...`; a message that spans lines (a library's
+        diagnostic, a list of failed checks) has its further lines indented, so the block reads as one error."""
         head = f"{self.where}: {self.message}" if self.where else self.message
+        head = "\n".join(line if i == 0 or line.startswith(" ") else f"  {line}"
+                         for i, line in enumerate(head.split("\n")))
         return f"{head}\n  fix: {self.fix}" if self.fix else head
 
 

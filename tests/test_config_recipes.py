@@ -56,7 +56,7 @@ def test_unknown_keys_are_errors(raw, where):
 
 
 def test_wrong_types_and_unknown_scheme_are_errors():
-    with pytest.raises(UsageError, match="not a int"):
+    with pytest.raises(UsageError, match="not an int"):
         recipe_from_dict({"calibration": {"seed": "zero"}})
     with pytest.raises(UsageError, match="not a bool"):
         recipe_from_dict({"scheme": {"name": "gptq-int4", "desc_act": 1}})

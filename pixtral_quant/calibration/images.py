@@ -160,7 +160,9 @@ def _open(data: bytes, where: str) -> Image.Image:
         what = sniff(data)
         if what:
             raise InputError(f"this is {what}, not an image", where=where, fix=FIX_CONVERT) from None
-        raise InputError(f"not a readable image: corrupt, truncated or an unknown format ({exc})", where=where,
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" says nothing more than we do.
+        detail = "" if isinstance(exc, UnidentifiedImageError) else f" ({exc})"
+        raise InputError(f"not a readable image: corrupt, truncated or an unknown format{detail}", where=where,
                          fix=f"replace the file with an intact copy, or {FIX_CONVERT}") from None
 
 

@@ -10,9 +10,28 @@ from . import main
 from .plan import _image_size
 
 
+def _device(ctx, param, value):
+    """The --device string, refused here (not deep in torch) when torch does not know it or it has no GPU."""
+    if value is None:
+        return None
+    import torch
+
+    from ..errors import UsageError
+
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise UsageError(f"{value!r} is not a device torch knows", where="--device",
+                         fix="use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("no CUDA GPU is visible on this machine", where=f"--device {value}",
+                         fix="use --device cpu, or run where `nvidia-smi` lists a GPU")
+    return value
+
+
 @main.command("bench")
 @click.argument("checkpoint")
-@click.option("--device", help="cuda or cpu (default: cuda when there is one).")
+@click.option("--device", callback=_device, help="cuda, cuda:N or cpu (default: cuda when there is one).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
 @click.option("--image-size", callback=_image_size, help="WIDTHxHEIGHT of the image (default 1024x1024).")
 @click.option("--images", type=click.IntRange(min=1), help="Images in the prompt (default 1).")
@@ -37,7 +56,10 @@ def bench_cmd(checkpoint, device, dtype, image_size, images, text_tokens, new_to
       pixtral-quant bench /data/pixtral-12b-w4 --embeddings cpu --vision offload --json
     """
     from ..bench import DEFAULT_WORKLOAD, bench, with_workload
+    from ..loading import check_saved
     from ..memory.settings import Placement
+
+    checkpoint = check_saved(checkpoint)  # a wrong path or damaged file: one message, before transformers loads
 
     workload = with_workload(DEFAULT_WORKLOAD, images=images, text_tokens=text_tokens, new_tokens=new_tokens,
                              image_width=image_size[0] if image_size else None,

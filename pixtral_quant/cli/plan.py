@@ -14,12 +14,18 @@ LABELS = {"decoder_linears": "decoder Linears", "lm_head": "lm_head", "embedding
 
 
 def _image_size(ctx, param, value):
+    """'1024x768' → (1024, 768)."""
     if value is None:
         return None
     try:
         w, h = (int(x) for x in value.lower().split("x"))
     except ValueError:
-        raise click.BadParameter("write it as WIDTHxHEIGHT, e.g. 1024x1024") from None
+        w = h = 0
+    if w < 1 or h < 1:
+        from ..errors import UsageError
+
+        raise UsageError(f"{value!r} is not an image size", where="--image-size",
+                         fix="write it as WIDTHxHEIGHT in pixels, e.g. 1024x1024")
     return w, h
 
 

@@ -7,7 +7,7 @@
 """
 
 from .arch import SizeReport, parameter_counts, size_report
-from .checkpoint import Checkpoint, iter_tensors, load_model, open_checkpoint
+from .checkpoint import Checkpoint, check_saved, iter_tensors, load_model, open_checkpoint
 from .detect import detect_format, resolve_path
 from .names import rope_hf_to_native, rope_native_to_hf
 from .params import config_to_params, params_to_config
@@ -15,7 +15,7 @@ from .summary import describe
 from .write import write_hf, write_native
 
 __all__ = [
-    "Checkpoint", "SizeReport", "config_to_params", "describe", "detect_format", "iter_tensors", "load_model",
-    "open_checkpoint", "parameter_counts", "params_to_config", "resolve_path", "rope_hf_to_native",
+    "Checkpoint", "SizeReport", "check_saved", "config_to_params", "describe", "detect_format", "iter_tensors",
+    "load_model", "open_checkpoint", "parameter_counts", "params_to_config", "resolve_path", "rope_hf_to_native",
     "rope_native_to_hf", "size_report", "write_hf", "write_native",
 ]

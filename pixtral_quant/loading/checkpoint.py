@@ -74,14 +74,22 @@ def iter_tensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
     return ckpt.iter_tensors()
 
 
-def open_checkpoint(path: str | Path, *, require_tokenizer: bool | None = None,
+def _no_weights(directory: Path) -> InputError:
+    return InputError("this directory holds a config but no weights", where=directory,
+                      fix="pass a directory with the .safetensors files (config-only copies are for inspect and plan)")
+
+
+def open_checkpoint(path: str | Path, *, require_tokenizer: bool | None = None, require_weights: bool = False,
                     download_weights: bool = True) -> Checkpoint:
-    """Open a directory, shipped name or hub id. require_tokenizer defaults to True when weights exist.
-    download_weights=False fetches only configs and tokenizer for a hub id (enough for inspect)."""
+    """Open a directory, shipped name or hub id. require_tokenizer defaults to True when weights exist;
+    require_weights refuses a config-only directory (convert). download_weights=False fetches only configs and
+    tokenizer for a hub id (enough for inspect)."""
     directory = resolve_path(path, download_weights=download_weights)
     fmt_name = detect_format(directory)
     fmt = FORMATS[fmt_name]
     files = fmt.weight_files(directory)
+    if require_weights and not files:
+        raise _no_weights(directory)
     headers = _read_headers(files)
     config = fmt.read_config(directory, headers)
     tensors, layouts, unknown = _runtime_tensors(headers, fmt)
@@ -94,6 +102,24 @@ def open_checkpoint(path: str | Path, *, require_tokenizer: bool | None = None,
     layout = None if not layouts else layouts.pop() if len(layouts) == 1 else "mixed"
     return Checkpoint(directory, fmt_name, config, files, tok[1] if tok else None, tok[0] if tok else None,
                       layout, tensors, str(path))
+
+
+def check_saved(path: str | Path) -> Path:
+    """The local directory of a Hugging Face checkpoint that transformers' from_pretrained will load (quantized
+    or not), checked without reading a tensor: a Pixtral llava config.json, its weight files present, every
+    safetensors header intact. For the commands that hand a directory to transformers (bench), whose own errors
+    would be a traceback about hub repo ids or safetensors internals."""
+    directory = resolve_path(path)
+    if detect_format(directory) != "hf":
+        raise InputError("this is a Mistral-native checkpoint (params.json); transformers loads the Hugging Face "
+                         "format", where=directory, fix="convert it: pixtral-quant convert --model DIR --out OUT "
+                                                          "writes the Hugging Face format")
+    hf.read_config(directory)
+    files = hf.weight_files(directory)
+    if not files:
+        raise _no_weights(directory)
+    _read_headers(files)
+    return directory
 
 
 def _read_headers(files: tuple[Path, ...]) -> dict[str, TensorInfo]:
@@ -154,8 +180,7 @@ def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32, device: str
     """LlavaForConditionalGeneration with the checkpoint's weights cast to `dtype` on `device`, eval mode,
     requires_grad off. Built on the meta device and filled tensor by tensor (peak memory ≈ the model)."""
     if not ckpt.has_weights:
-        raise InputError("this directory holds a config but no weights", where=ckpt.path,
-                         fix="pass a directory with the .safetensors files (config-only copies are for inspect)")
+        raise _no_weights(ckpt.path)
     model = meta_model(ckpt.config)
     for name, tensor in ckpt.iter_tensors():
         _assign(model, name, tensor.to(device=device, dtype=dtype))

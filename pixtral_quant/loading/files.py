@@ -24,6 +24,10 @@ DTYPE_NAMES = {
     "I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
     "I64": "int64", "U64": "uint64", "BOOL": "bool",
 }
+# Bytes per element of each safetensors dtype code, to check a header's offsets against its shapes.
+ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "I16": 2,
+            "U16": 2, "I32": 4, "U32": 4, "I64": 8, "U64": 8, "BOOL": 1}
+FINITE_CHUNK = 1 << 24  # elements checked for NaN/Inf at a time (bounds the temporary mask to 16 MB)
 REDOWNLOAD = "the file is damaged or incomplete: download it again (and check the disk is not full)"
 
 
@@ -88,7 +92,12 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         if end > data_size or start > end:
             raise _damaged(path, f"tensor {name!r} ends at byte {end} but the data section has {data_size} "
                                  "bytes (truncated)")
-        infos[name] = TensorInfo(name, path, dtype, shape, end - start)
+        info = TensorInfo(name, path, dtype, shape, end - start)
+        itemsize = ITEMSIZE.get(entry["dtype"])
+        if itemsize is not None and info.numel * itemsize != info.nbytes:
+            raise _damaged(path, f"tensor {name!r} is {entry['dtype']} {list(shape)} ({info.numel * itemsize} bytes) "
+                                 f"but its offsets span {info.nbytes} bytes")
+        infos[name] = info
     return infos
 
 
@@ -124,7 +133,20 @@ def _read_tensor(fh, path: Path, name: str, header: dict, data_start: int) -> to
         fh.seek(data_start + start)
         if fh.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != end - start:
             raise _damaged(path, f"tensor {name!r} is cut short")
+    bad = count_non_finite(tensor)
+    if bad:
+        raise _damaged(path, f"tensor {name!r} holds {bad} non-finite values (NaN/Inf) of {tensor.numel()}")
     return tensor
+
+
+def count_non_finite(tensor: torch.Tensor) -> int:
+    """NaN/±Inf elements of a floating tensor (0 for integer tensors), counted in chunks so the mask stays
+    small. Why: a trained checkpoint never holds them; a damaged copy does, and quantizing it would write
+    NaN scales without any error."""
+    if not tensor.is_floating_point():
+        return 0
+    flat = tensor.reshape(-1)
+    return sum(int((~torch.isfinite(flat[i:i + FINITE_CHUNK])).sum()) for i in range(0, flat.numel(), FINITE_CHUNK))
 
 
 def read_json(path: Path) -> dict:

@@ -59,13 +59,19 @@ def require_mistral_tokenizer(directory: Path) -> Path:
 def open_mistral_tokenizer(path: Path, finetuning: bool = False):
     """A mistral_common MistralTokenizer. finetuning=True accepts a final assistant turn (training,
     teacher-forced scoring); the default serving mode wants the conversation to end with the user."""
+    from mistral_common.exceptions import MistralCommonException
     from mistral_common.protocol.instruct.validator import ValidationMode
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
+    path = Path(path)
+    if path.name in HF_FILES:
+        raise InputError("this is a Hugging Face tokenizer.json; prompts are encoded with the Mistral tokenizer file",
+                         where=path, fix="copy tekken.json (Pixtral-12B) or tokenizer.model.v7m1 (Pixtral Large) "
+                                         "from the original model next to it")
     mode = ValidationMode.finetuning if finetuning else ValidationMode.test
     try:
         return MistralTokenizer.from_file(str(path), mode=mode)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, MistralCommonException) as exc:
         raise InputError(f"cannot read the tokenizer ({exc})", where=path,
                          fix="replace it with the original file from the model repository") from None
 

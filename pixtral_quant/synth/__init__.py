@@ -58,7 +58,7 @@ def with_depth(config, layers: int | None, dtype: str = "bfloat16"):
         del config.quantization_config
     if layers is not None:
         if layers < 1:
-            raise UsageError(f"--layers {layers}: a model needs at least one decoder layer", where="--layers",
+            raise UsageError(f"{layers}: a model needs at least one decoder layer", where="--layers",
                              fix="pass a positive number of layers")
         config.text_config.num_hidden_layers = layers
     config.dtype = getattr(torch, dtype)

@@ -74,6 +74,9 @@ def open_candidate(path: str | Path, label: str | None = None) -> Candidate:
     manifest = _read_json(path / MANIFEST) if (path / MANIFEST).is_file() else None
     if manifest is not None:
         _check_files(path, manifest)
+    from ..loading import check_saved
+
+    check_saved(path)  # a Pixtral llava config, its weight files, every safetensors header intact
     return Candidate(path, label or path.name, config, manifest)
 
 
