@@ -159,6 +159,31 @@ class Tolerances:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """name: a key of validate.engines.ENGINES. The rest is vLLM's: tensor_parallel_size, pipeline_parallel_size and
+    distributed_executor_backend ('mp', 'ray', ... or None: vLLM's choice) are passed to vllm.LLM unchanged;
+    logprobs_k: prompt log-probabilities kept per answer position (vLLM's max_logprobs is raised to it)."""
+
+    name: str = "transformers"
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    logprobs_k: int = 20
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    """Start-up settings of the vLLM runs (pixtral_quant.engines.vllm passes them to vllm.LLM; a caller's
+    engine_args override them). cpu_kvcache_gib: VLLM_CPU_KVCACHE_SPACE of vLLM's CPU build, enough for 64
+    short image prompts of the tiny model."""
+
+    max_model_len: int = 8192
+    max_num_seqs: int = 64
+    enforce_eager: bool = True
+    cpu_kvcache_gib: int = 1
+
+
+@dataclass(frozen=True)
 class ValidateConfig:
     """How validate runs. eval_set: a set spec as calibration.dataset.load_set takes (None: the reference's
     built-in held-out set); num_samples/seed: a deterministic subset (None = all); batch_size: teacher-forced

@@ -29,8 +29,16 @@ from . import main
               "samples (per-layer SQNR: where the error enters).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Cap of the free greedy generation.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Teacher-forced batch size.")
+@click.option("--engine", help="What runs the models: transformers (default; exact logits) or vllm (several GPUs; KL from "
+              "top-k prompt logprobs, a lower bound).")
+@click.option("--tensor-parallel-size", type=click.IntRange(min=1), help="vLLM: GPUs per model (tensor parallel).")
+@click.option("--pipeline-parallel-size", type=click.IntRange(min=1), help="vLLM: pipeline stages.")
+@click.option("--distributed-executor-backend", help="vLLM's executor: mp, ray, uni, external_launcher.")
+@click.option("--logprobs", "logprobs_k", type=click.IntRange(min=1),
+              help="vLLM: prompt log-probabilities kept per answer position (top-k).")
 def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_file, recipe, baseline, report_dir,
-                 layer_sqnr, max_new_tokens, batch_size) -> None:
+                 layer_sqnr, max_new_tokens, batch_size, engine, tensor_parallel_size, pipeline_parallel_size,
+                 distributed_executor_backend, logprobs_k) -> None:
     """Check converted checkpoints against their reference on held-out image prompts (full multimodal model).
 
     Thresholds: --thresholds or --recipe; else those the candidate's recipe recorded in its manifest; else
@@ -44,11 +52,13 @@ def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_
       pixtral-quant validate --candidate a --candidate b --report-dir reports/ab     # one reference run, a trade-off plot
       pixtral-quant validate --candidate new --baseline reports/w4/report.json      # regression gate in CI
       pixtral-quant validate --candidate out --thresholds my-bars.yaml --layer-sqnr 4
+      pixtral-quant validate --engine vllm --tensor-parallel-size 8 --reference /models/Pixtral-Large --candidate w4
     """
     from ..config import ValidateConfig
     from ..errors import CheckFailed, UsageError
     from ..recipes import load_recipe
     from ..validate.checks import read_thresholds_file
+    from ..validate.engines import EngineConfig
     from ..validate.pipeline import validate
     from ..validate.report import terminal_summary
     from .convert_report import RichReporter
@@ -60,9 +70,13 @@ def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_
     given = {"eval_set": eval_set, "num_samples": num_samples, "seed": seed, "layer_sqnr_samples": layer_sqnr,
              "max_new_tokens": max_new_tokens, "batch_size": batch_size}
     cfg = dataclasses.replace(ValidateConfig(), **{k: v for k, v in given.items() if v is not None})
+    engine_given = {"name": engine, "tensor_parallel_size": tensor_parallel_size, "logprobs_k": logprobs_k,
+                    "pipeline_parallel_size": pipeline_parallel_size,
+                    "distributed_executor_backend": distributed_executor_backend}
+    engine_cfg = dataclasses.replace(EngineConfig(), **{k: v for k, v in engine_given.items() if v is not None})
     reporter = RichReporter()
     report = validate(reference, list(candidates), cfg, thresholds=explicit, baseline=baseline,
-                      report_dir=report_dir, reporter=reporter)
+                      report_dir=report_dir, reporter=reporter, engine=engine_cfg)
     table, failures = terminal_summary(report)
     reporter.console.print(table)
     if report_dir:

@@ -2,8 +2,9 @@
 one reference runs the reference once, and only one model is ever in memory.
 
 Key = sha256 over the reference's weight/config file hashes, the eval set's content hash and the run options
-that shape the outputs. Layout: CACHE/reference/<key>/outputs.safetensors (logits.i, answer.i, hidden.i) +
-meta.json (generated ids); written to <key>.partial and renamed, so a crashed run never leaves a bad entry.
+that shape the outputs (the engine among them: runs of different engines never share an entry). Layout:
+CACHE/reference/<key>/outputs.safetensors (logits.i or topk_ids.i + topk_logprobs.i + target.i, answer.i,
+hidden.i) + meta.json (generated ids); written to <key>.partial and renamed, so a crashed run never leaves a bad entry.
 Logits are stored in float32 at the answer positions only: A × vocab × 4 bytes per sample (Pixtral-12B, vocab
 131072: 0.5 MB per answer token, so 68 samples × 50 tokens ≈ 1.8 GB on disk and in memory when compared).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..export.manifest import sha256
-from .outputs import ModelOutputs, SampleOutput
+from .outputs import ModelOutputs, SampleOutput, TopK
 
 ENV = "PIXTRAL_QUANT_CACHE"
 FORMAT = 1  # bump when what is stored changes
@@ -60,11 +61,16 @@ def load(root: Path, key: str, hidden_samples: int) -> ModelOutputs | None:
         return None
     out = ModelOutputs()
     with safe_open(str(entry / "outputs.safetensors"), "pt") as f:
+        stored = set(f.keys())
         for i, generated in enumerate(meta["generated"]):
             hidden = f.get_tensor(f"hidden.{i}") if i < hidden_samples else None
-            out.samples.append(SampleOutput(f.get_tensor(f"logits.{i}"), f.get_tensor(f"answer.{i}"), generated,
-                                            hidden))
+            logits = f.get_tensor(f"logits.{i}") if f"logits.{i}" in stored else None
+            topk = TopK(*(f.get_tensor(f"{name}.{i}") for name in TOPK)) if f"{TOPK[0]}.{i}" in stored else None
+            out.samples.append(SampleOutput(logits, f.get_tensor(f"answer.{i}"), generated, hidden, topk))
     return out
+
+
+TOPK = ("topk_ids", "topk_logprobs", "target")  # the stored tensors of a TopK, in its field order
 
 
 def store(root: Path, key: str, outputs: ModelOutputs) -> Path:
@@ -77,7 +83,11 @@ def store(root: Path, key: str, outputs: ModelOutputs) -> Path:
     tmp.mkdir(parents=True)
     tensors: dict[str, torch.Tensor] = {}
     for i, s in enumerate(outputs.samples):
-        tensors[f"logits.{i}"] = s.answer_logits.contiguous()
+        if s.answer_logits is not None:
+            tensors[f"logits.{i}"] = s.answer_logits.contiguous()
+        if s.topk is not None:
+            for name, t in zip(TOPK, (s.topk.ids, s.topk.logprobs, s.topk.target)):
+                tensors[f"{name}.{i}"] = t.contiguous()
         tensors[f"answer.{i}"] = s.answer_ids.contiguous()
         if s.hidden is not None:
             tensors[f"hidden.{i}"] = s.hidden.contiguous()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import ppl_ratio, sqnr_db, summarize, target_nll, token_kl, top1_agree
-from .outputs import ModelOutputs
+from ..errors import UsageError
+from .metrics import ppl_ratio, sqnr_db, summarize, target_nll, token_kl, top1_agree, topk_kl, topk_top1_agree
+from .outputs import ModelOutputs, SampleOutput
 
 # Largest image side after Pixtral's resize (pixels) → bucket label; the first edge that holds it wins.
 SIZE_BUCKETS = ((64, "≤64 px"), (128, "65–128 px"), (256, "129–256 px"), (512, "257–512 px"), (1024, "513–1024 px"))
@@ -26,18 +27,38 @@ def normalize(text: str) -> str:
     return " ".join(text.strip().casefold().removesuffix(".").split())
 
 
+def from_logits(ref: SampleOutput, cand: SampleOutput) -> tuple:
+    """(kl, top-1 agreement, nll ref, nll cand) per answer position, exact, from full logits."""
+    return (token_kl(ref.answer_logits, cand.answer_logits), top1_agree(ref.answer_logits, cand.answer_logits),
+            target_nll(ref.answer_logits, ref.answer_ids), target_nll(cand.answer_logits, ref.answer_ids))
+
+
+def from_topk(ref: SampleOutput, cand: SampleOutput) -> tuple:
+    """The same from top-k log-probabilities: KL a lower bound (metrics.topk_kl), the rest exact."""
+    r, c = ref.topk, cand.topk
+    return (topk_kl(r.ids, r.logprobs, c.ids, c.logprobs), topk_top1_agree(r.ids, r.logprobs, c.ids, c.logprobs),
+            -r.target.double(), -c.target.double())
+
+
+TEACHER_FORCED = {"logits": from_logits, "topk": from_topk}  # SampleOutput.kind → its per-position metrics
+
+
+def teacher_forced(ref: SampleOutput, cand: SampleOutput) -> tuple:
+    if ref.kind != cand.kind:
+        raise UsageError(f"the reference run has {ref.kind} but the candidate's has {cand.kind}",
+                         fix="run reference and candidates with the same --engine")
+    return TEACHER_FORCED[ref.kind](ref, cand)
+
+
 def sample_row(ref, cand, label: dict, decode) -> dict:
     """One sample's metrics. ref/cand: SampleOutput; label: {'id','task','bucket','answer'}; decode: ids → text."""
-    kl = token_kl(ref.answer_logits, cand.answer_logits)
-    agree = top1_agree(ref.answer_logits, cand.answer_logits)
+    kl, agree, nll_ref, nll_cand = teacher_forced(ref, cand)
     ref_text, cand_text = decode(ref.generated), decode(cand.generated)
     answer = label.get("answer")
     return {
         **{k: label.get(k) for k in ("id", "task", "bucket")},
         "tokens": int(kl.numel()), "kl_mean": float(kl.mean()), "kl_max": float(kl.max()),
-        "top1_agree": int(agree.sum()),
-        "nll_ref": float(target_nll(ref.answer_logits, ref.answer_ids).sum()),
-        "nll_cand": float(target_nll(cand.answer_logits, ref.answer_ids).sum()),
+        "top1_agree": int(agree.sum()), "nll_ref": float(nll_ref.sum()), "nll_cand": float(nll_cand.sum()),
         "same_output": ref.generated == cand.generated, "ref_output": ref_text, "cand_output": cand_text,
         "ref_correct": None if answer is None else normalize(ref_text) == normalize(answer),
         "cand_correct": None if answer is None else normalize(cand_text) == normalize(answer),

@@ -21,15 +21,33 @@ INST_END = "[/INST]"
 
 
 @dataclass
-class SampleOutput:
-    """answer_logits: float32 [A, V] (A answer positions, incl. the one predicting </s>); answer_ids: int64 [A];
-    generated: int token ids of the greedy continuation (stopped at </s>, which is not included);
-    hidden: float32 [L, T, H] decoder-layer outputs, or None."""
+class TopK:
+    """An engine's top-k log-probabilities at A answer positions (vLLM's prompt logprobs). ids: int64 [A, K]
+    (id −1 pads rows that have fewer entries); logprobs: float32 [A, K] (−inf at padding); target: float32 [A],
+    the log-probability of the reference answer token itself (always known, in the top-k or not)."""
 
-    answer_logits: torch.Tensor
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    target: torch.Tensor
+
+
+@dataclass
+class SampleOutput:
+    """answer_logits: float32 [A, V] (A answer positions, incl. the one predicting </s>), or None when the
+    engine gives top-k log-probabilities instead (`topk`); answer_ids: int64 [A]; generated: int token ids of
+    the greedy continuation (stopped at </s>, which is not included); hidden: float32 [L, T, H] decoder-layer
+    outputs, or None."""
+
+    answer_logits: torch.Tensor | None
     answer_ids: torch.Tensor
     generated: list[int]
     hidden: torch.Tensor | None = None
+    topk: TopK | None = None
+
+    @property
+    def kind(self) -> str:
+        """What the teacher-forced metrics are computed from: 'logits' (exact) or 'topk' (metrics.topk_kl)."""
+        return "topk" if self.answer_logits is None else "logits"
 
 
 @dataclass

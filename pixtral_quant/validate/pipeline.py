@@ -5,8 +5,9 @@
     report["passed"]  # False → the CLI exits 1
 
 Order (bad input fails before any model runs): reference → candidates (half-written? same architecture?)
-→ thresholds and baseline files → eval set → overlap with each candidate's calibration data → reference run
-(cached by content on disk) → each candidate in turn, one model in memory at a time → checks → report.
+→ thresholds and baseline files → eval set → overlap with each candidate's calibration data → the engine
+(vLLM installed?) → reference run (cached by content on disk) → each candidate in turn, one model in memory at
+a time → checks → report. Which engine runs the models: engines.py (transformers by default, or vLLM).
 """
 
 from __future__ import annotations
@@ -20,21 +21,23 @@ from ..config import ValidateConfig
 from ..convert import Reporter, compute_setup
 from ..export.manifest import versions
 from ..loading.arch import parameter_counts
-from . import cache, checks, compare, evalset, models
+from . import cache, checks, compare, engines, evalset, models
 from .outputs import run_model
 
 
 def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateConfig | None = None, *,
              thresholds=None, baseline: str | Path | None = None, report_dir: str | Path | None = None,
-             reporter: Reporter | None = None) -> dict:
+             reporter: Reporter | None = None, engine: engines.EngineConfig | None = None) -> dict:
     """Validate each candidate against `reference`. thresholds: (Thresholds, source) from --thresholds/--recipe
-    or None (manifest, then defaults). Returns the report dict; writes report.json/.md + PNGs to report_dir."""
+    or None (manifest, then defaults); engine: which engine runs the models (default transformers). Returns the
+    report dict; writes report.json/.md + PNGs to report_dir."""
     from ..calibration.dataset import open_tokenizer
     from ..loading import open_checkpoint
 
     from .report import check_report_dir, write_report
 
     cfg, reporter = cfg or ValidateConfig(), reporter or Reporter()
+    runner = engines.engine_for(engine or engines.EngineConfig())
     if report_dir is not None:
         check_report_dir(Path(report_dir))
     ckpt = open_checkpoint(reference)
@@ -52,24 +55,26 @@ def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateC
         raise _baseline_mismatch(baseline, base, eset)
     loaded: dict = {}  # candidates calibrated on the same data share one load of it
     overlap = {c.label: evalset.check_overlap(c, eset, tok, loaded) for c in cands}
+    runner.check(cfg)
     # Every input is checked: from here on only models run.
     device, dtype = compute_setup()
     run = Run(eset, tok, token_ids(tok), cfg, device, dtype, reporter)
-    ref_out, cached = reference_outputs(ckpt, run)
+    ref_out, cached = reference_outputs(ckpt, run, runner)
     labels = [{"id": s.id, "task": s.task, "answer": s.answer, "bucket": compare.size_bucket(list(f.sizes))}
               for s, f in zip(eset.samples, eset.fits)]
-    entries = [check_candidate(c, run, ref_out, labels, limits[c.label], priors.get(c.label), overlap[c.label])
-               for c in cands]
-    report = assemble(ckpt, spec, eset, cfg, cached, entries, baseline)
+    entries = [check_candidate(c, run, runner, ref_out, labels, limits[c.label], priors.get(c.label),
+                               overlap[c.label]) for c in cands]
+    report = {**assemble(ckpt, spec, eset, cfg, cached, entries, baseline), "engine": engines.describe(runner)}
     if report_dir is not None:
         write_report(report, Path(report_dir))
     return report
 
 
-def check_candidate(c, run: "Run", ref_out, labels: list[dict], picked, prior: dict | None, overlap: str) -> dict:
-    """Run candidate `c`, compare it with the reference's outputs, check thresholds (and the baseline entry).
-    labels: per eval sample {'id', 'task', 'answer', 'bucket'}."""
-    out = run_candidate(c, run)
+def check_candidate(c, run: "Run", runner, ref_out, labels: list[dict], picked, prior: dict | None,
+                    overlap: str) -> dict:
+    """Run candidate `c` on `runner` (an engine), compare it with the reference's outputs, check thresholds
+    (and the baseline entry). labels: per eval sample {'id', 'task', 'answer', 'bucket'}."""
+    out = runner.candidate(c, run)
     entry = candidate_entry(c, run, compare.rows_for(ref_out, out, labels, run.decode),
                             compare.layer_sqnr(ref_out, out), picked)
     if prior is not None:
@@ -117,9 +122,11 @@ class Run:
         return out
 
 
-def reference_outputs(ckpt, run: Run):
-    """(outputs, came_from_cache): the reference run, from the content-keyed cache when it is there."""
-    options = {"max_new_tokens": run.cfg.max_new_tokens, "device": run.device.type, "dtype": str(run.dtype)}
+def reference_outputs(ckpt, run: Run, runner):
+    """(outputs, came_from_cache): the reference run on `runner` (an engine), from the content-keyed cache when
+    it is there."""
+    options = {"max_new_tokens": run.cfg.max_new_tokens, "device": run.device.type, "dtype": str(run.dtype),
+               **runner.cache_options()}
     files = [*ckpt.weight_files, *config_files(ckpt.path)]
     key = cache.reference_key(cache.model_hash(files), run.eset.content_hash, options)
     root = cache.cache_root()
@@ -127,18 +134,13 @@ def reference_outputs(ckpt, run: Run):
     if hit is not None and len(hit.samples) == len(run.eset):
         run.reporter.log(f"reference: cached run {key} ({root})")
         return hit, True
-    out = run.outputs(models.load_reference(ckpt, run.device, run.dtype), "reference")
+    out = runner.reference(ckpt, run)
     cache.store(root, key, out)
     return out, False
 
 
 def config_files(path: Path) -> list[Path]:
     return [p for p in (path / "config.json", path / "params.json") if p.is_file()]
-
-
-def run_candidate(c, run: Run):
-    """The candidate's outputs (the model is freed when this returns: one model in memory at a time)."""
-    return run.outputs(models.load_candidate(c, run.device, run.dtype), c.label)
 
 
 def candidate_entry(c, run: Run, rows: list[dict], layer_sqnr: list[float], picked) -> dict:

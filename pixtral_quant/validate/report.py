@@ -68,7 +68,8 @@ def markdown(report: dict) -> str:
              f"`{ev['set']}` ({ev['samples']} samples, {ev['content_hash'][:19]}…); device {report['device']}; "
              f"torch {report['versions'].get('torch')}, transformers {report['versions'].get('transformers')}. "
              "Teacher-forced metrics are taken at the positions that predict the reference answer; 'same output' "
-             "compares free greedy generations; accuracy compares them with the ground-truth answers.", "",
+             "compares free greedy generations; accuracy compares them with the ground-truth answers.",
+             *engine_line(report.get("engine")), "",
              "| candidate | bits | size | " + " | ".join(c[0] for c in COLUMNS) + " | verdict |",
              "| --- | ---: | ---: | " + " | ".join("---:" for _ in COLUMNS) + " | --- |"]
     for c in report["candidates"]:
@@ -80,6 +81,17 @@ def markdown(report: dict) -> str:
         lines += candidate_section(c)
     lines += [f"![{name}]({name})" for name in report.get("figures", [])]
     return "\n".join(lines) + "\n"
+
+
+def engine_line(engine: dict | None) -> list[str]:
+    """The engine that ran the models and what the teacher-forced metrics come from (reports before the
+    engine option have none)."""
+    if not engine:
+        return []
+    parallel = "" if engine["name"] == "transformers" else (
+        f" (tensor parallel {engine['tensor_parallel_size']}, pipeline parallel {engine['pipeline_parallel_size']}, "
+        f"executor {engine['distributed_executor_backend'] or 'default'})")
+    return [f"Engine: {engine['name']}{parallel}; teacher-forced metrics: {engine['teacher_forced']}."]
 
 
 def candidate_section(c: dict) -> list[str]:

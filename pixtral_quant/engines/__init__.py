@@ -1,0 +1,1 @@
+"""Inference engines other than plain transformers, each driven from its own module (`vllm`)."""
