@@ -86,7 +86,7 @@ def commit(tmp: Path, out: Path, marker: str | None = None) -> Path:
     else:
         os.rename(out, replaced_path(out))
         os.rename(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_path(out.parent)
     _cleanup(out, marker)
     return out
 
@@ -135,15 +135,12 @@ def _fsync_tree(root: Path, skip: str | None = None) -> None:
     """Flush every file and folder of `root` (but `skip`) so the swap never publishes data still in the cache."""
     for path in sorted(root.rglob("*")):
         if path.is_file() and not (skip and path.relative_to(root).parts[0] == skip):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(root)
+            fsync_path(path)
+    fsync_path(root)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

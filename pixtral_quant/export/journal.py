@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from .atomic import fsync_path
 
 DIR = ".resume"
 STATE = "state.json"
@@ -80,7 +81,7 @@ class Journal:
         body = {**{k: v.contiguous() for k, v in tensors.items()},
                 **{RESTORE + k: v.contiguous() for k, v in restore.items()}}
         save_file(body, tmp, metadata={"order": json.dumps(list(tensors))})
-        _flush(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
         self.units[unit] = {"losses": losses, "done": done}
         self._write_state()
@@ -106,16 +107,8 @@ class Journal:
         tmp = path.with_name(STATE + ".tmp")
         tmp.write_text(json.dumps({"fingerprint": _jsonable(self.fingerprint), "units": self.units}, indent=1,
                                   sort_keys=True))
-        _flush(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-
-
-def _flush(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _jsonable(value):
