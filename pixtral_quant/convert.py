@@ -124,10 +124,12 @@ def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = Fal
 
 
 def _after_failure(exc: BaseException, tmp: Path, resume: bool, reporter: Reporter) -> None:
-    """Bad input found on the way (and a full disk) leaves nothing behind; anything else (Ctrl-C, a crash, the
-    machine running out of memory) keeps OUT.partial so that --resume continues from its last finished unit."""
+    """Bad input found on the way (and a full disk) leaves nothing behind, but a resumed run keeps what earlier
+    runs finished; anything else (Ctrl-C, a crash, the machine running out of memory) keeps OUT.partial so that
+    --resume continues from its last finished unit."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        atomic.discard(tmp)
+        if not resume:
+            atomic.discard(tmp)
         raise InputError("no space left on the device while writing the checkpoint", where=tmp.parent,
                          fix="free disk space (see the size `pixtral-quant plan` predicts) or choose another --out"
                          ) from None
