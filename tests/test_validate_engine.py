@@ -195,3 +195,14 @@ def test_missing_vllm_exits_2_naming_the_install_command(int4, monkeypatch):
     r = cli("validate", "--engine", "vllm", "--candidate", str(int4), "--num-samples", "2")
     assert r.exit_code == 2, r.output
     assert "install_vllm.sh" in r.output and "Traceback" not in r.output
+
+
+def test_candidate_vllm_cannot_load_exits_2_with_vllms_reason(need_vllm, work):
+    """A bnb-nf4 candidate: vLLM's CPU build has no bitsandbytes. Exit 2 with vLLM's own words and what to do,
+    no traceback (the reference runs first: it is cached from the end-to-end test)."""
+    out = work / "nf4"
+    assert cli("convert", "--scheme", "bnb-nf4", "--out", str(out)).exit_code == 0
+    r = CliRunner().invoke(main, ["validate", "--engine", "vllm", "--candidate", str(out), "--num-samples", N])
+    assert r.exit_code == 2, r.output
+    assert "Unknown quantization method: bitsandbytes" in r.output and "fix:" in r.output
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
