@@ -67,7 +67,7 @@ def _sleep(job: dict) -> dict:
     return {"sum": float(block[:10].sum())}
 
 
-def _import_pipeline() -> None:
+def import_pipeline() -> None:
     """What every conversion imports before its first tensor: the pipeline and transformers' Pixtral modeling
     code (about 0.27 GiB of the baseline)."""
     import importlib
@@ -78,8 +78,8 @@ def _import_pipeline() -> None:
 
 
 JOBS: dict[str, tuple[Callable[[], None], Callable[[dict], dict]]] = {
-    "convert": (_import_pipeline, _convert),
-    "synth": (_import_pipeline, _synth),
+    "convert": (import_pipeline, _convert),
+    "synth": (import_pipeline, _synth),
     "alloc": (lambda: __import__("torch"), _sleep),
 }
 

@@ -1,0 +1,189 @@
+"""scripts/full_size_cpu.py (issue 13's full-size CPU proof) end to end in its --tiny mode, so it cannot rot: every
+stage runs in its own process on tiny shapes; sizes are checked byte for byte against the plan recomputed here,
+RSS predictions against the conversion model recomputed here, and the process-tree sampler on a real tree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pixtral_quant.memory.checkpoint import estimate
+from pixtral_quant.memory.conversion import convert_rss
+from pixtral_quant.memory.inventory import inventory, model_shapes
+from pixtral_quant.memory.report import open_model
+from pixtral_quant.memory.tree import run_sampled
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+GIB = 2**30
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("full_size_cpu", SCRIPTS / "full_size_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One --tiny run shared by the tests below (about a minute on 2 cores)."""
+    script = load_script()
+    tmp = tmp_path_factory.mktemp("full-size")
+    out, work = tmp / "r" / "full-size-cpu", tmp / "w"
+    code = script.main(["--tiny", "--out", str(out), "--work", str(work), "--quiet", "--fresh"])
+    return script, code, json.loads(out.with_suffix(".json").read_text()), out, work
+
+
+def plan_bytes(recipe, layers=None) -> int:
+    """The plan's checkpoint size for the tiny config at `layers`, computed here from the config."""
+    from pixtral_quant.synth import with_depth
+
+    config = with_depth(open_model("tiny").config, layers)
+    return estimate(inventory(model_shapes(config, "bfloat16"), recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_the_report_has_every_key(tiny_run):
+    _, code, report, out, work = tiny_run
+    stages = report["stages"]
+    assert code == 0, [(k, s.get("error")) for k, s in stages.items()]
+    assert list(stages) == ["synth", "int4", "int8", "nf4", "gptq", "large"]
+    assert all(s["status"] == "ok" for s in stages.values())
+    m = report["machine"]
+    assert m["cores"] >= 1 and m["ram_bytes"] > GIB and m["cpu"] != "unknown"
+    assert set(stages["int4"]) >= {"convert", "generate"} and "generate" not in stages["nf4"]
+    assert set(stages["gptq"]) >= {"runs", "per_layer_seconds", "flat", "extrapolated_seconds", "recipe_tokens"}
+    assert set(stages["large"]) >= {"layer_bytes_measured", "layer_bytes_predicted", "full_tensor_bytes_plan"}
+    md = out.with_suffix(".md").read_text()
+    for heading in ("## 1. Synthesis", "## 2. Conversions", "## 3. GPTQ", "## 4. Load", "## 5. Pixtral Large",
+                    "## Checks", m["cpu"]):
+        assert heading in md
+    assert all(c["passed"] is not False for c in report["checks"])
+    assert not any(work.iterdir())  # every intermediate removed
+
+
+@pytest.mark.slow
+def test_synth_native_and_hf_agree(tiny_run):
+    s = tiny_run[2]["stages"]["synth"]
+    native, hf = s["native"]["result"], s["hf"]["result"]
+    assert native["format"] == "native" and hf["format"] == "hf"
+    assert native["check"]["names_hash"] == hf["check"]["names_hash"] and hf["check"]["tensors"] == 63
+    assert len(hf["check"]["bit_equal"]) >= 10 and all(hf["check"]["bit_equal"].values())
+    assert len(hf["check"]["rope_permuted"]) == 4  # q and k of the first and last layer
+    assert native["tensor_bytes"] == hf["tensor_bytes"] == s["predicted_tensor_bytes"]
+
+
+@pytest.mark.slow
+def test_checkpoint_bytes_equal_the_plan(tiny_run):
+    script, _, report, _, _ = tiny_run
+    st, recipes = report["stages"], script.recipes(script.TINY)
+    for key in ("int4", "int8"):
+        c = st[key]["convert"]
+        assert c["bytes"] == c["plan_bytes"] == plan_bytes(recipes[key]), key
+    nf4 = st["nf4"]["convert"]
+    # NF4's quant_state JSON carries a data-dependent float: within the bound, and the bound is not loose
+    assert 0 < nf4["bytes_data_dependent_bound"] < 200 and abs(nf4["bytes"] - plan_bytes(recipes["nf4"])) <= \
+        nf4["bytes_data_dependent_bound"]
+    for n, r in st["gptq"]["runs"].items():
+        assert r["convert"]["bytes"] == plan_bytes(recipes["gptq"], int(n))
+    large = st["large"]
+    assert large["convert"]["bytes"] == plan_bytes(recipes["large"], 2)
+    assert set(large["layer_bytes_measured"].values()) == {large["layer_bytes_predicted"]}
+    assert large["full_tensor_bytes_extrapolated"] == large["full_tensor_bytes_plan"]
+
+
+@pytest.mark.slow
+def test_rss_predictions_are_the_models(tiny_run):
+    """At tiny scale the peak is the import baseline plus ~0.1-0.3 GiB the model does not itemize, so the 15 %
+    tolerance is not asserted here (the report marks it n/a); what must hold: the recorded prediction is
+    conversion.convert_rss with the job's measured baseline, the peak is the larger of VmHWM and the tree sample,
+    and the unmodelled rest stays small."""
+    script, _, report, _, _ = tiny_run
+    from pixtral_quant.synth import with_depth
+
+    st, recipes = report["stages"], script.recipes(script.TINY)
+    config = with_depth(open_model("tiny").config, None)  # as synth writes it: bf16
+    for key in ("int4", "int8", "nf4"):
+        c = st[key]["convert"]
+        m = c["measured"]
+        assert m["peak"] == max(m["peak_rss"], m["tree_peak_rss"]) and m["peak_rss"] > m["baseline_rss"]
+        predicted = convert_rss(config, model_shapes(config), recipes[key], gpu=False,
+                                baseline=m["baseline_rss"]).peak
+        assert c["rss"]["predicted"] == predicted and c["rss"]["measured"] == m["peak"]
+        assert 0 < m["peak"] - predicted < 0.5 * GIB and c["rss"]["under_limit"]
+    for key in ("int4", "int8"):
+        g = st[key]["generate"]
+        assert g["predicted"]["predicted_peak_rss"] == g["measured"]["baseline_rss"] + g["predicted"]["plan_peak_bytes"]
+
+
+@pytest.mark.slow
+def test_generation_is_finite_deterministic_and_timed(tiny_run):
+    st = tiny_run[2]["stages"]
+    for g in (st["int4"]["generate"], st["int8"]["generate"], st["large"]["generate"]):
+        r = g["measured"]["result"]
+        assert g["finite"] and g["deterministic"] and len(r["tokens"]) == 8 and g["tokens_per_second"] > 0
+        assert r["prompt_tokens"] > 8  # image tokens + text
+    assert st["int4"]["generate"]["measured"]["result"]["quantization"] == "gptq"
+
+
+@pytest.mark.slow
+def test_gptq_split_and_extrapolation(tiny_run):
+    report = tiny_run[2]
+    g = report["stages"]["gptq"]
+    assert set(g["runs"]) == {"1", "2"}
+    for n, r in g["runs"].items():
+        sp, res = r["convert"]["split"], r["convert"]["measured"]["result"]
+        assert len(sp["layers"]) == int(n) and res["calibration_samples"] == 2
+        for row in sp["layers"]:
+            assert row["hessian"] > 0 and row["solve"] > 0 and row["write"] > 0 and row["capture"] > 0
+        once = sp["once"]
+        parts = sum(once.values()) + sum(row["total"] for row in sp["layers"])
+        assert parts == pytest.approx(res["wall_seconds"])  # the split accounts for the whole conversion
+        assert once["lm_head_solve"] > 0 and once["other"] >= 0
+    deepest = g["runs"]["2"]["convert"]
+    scale = g["recipe_tokens"] / deepest["measured"]["result"]["calibration_tokens"]
+    mean, once = deepest["split"]["per_layer_mean"], deepest["split"]["once"]
+    per_layer = (mean["capture"] + mean["hessian"]) * scale + mean["solve"] + mean["read"] + mean["write"] + \
+        mean["assembly"]
+    fixed = (once["vision"] + once["lm_head_hessian"]) * scale + once["lm_head_solve"] + once["lm_head_write"] + \
+        once["other"]
+    assert g["full_layers"] == 4 and g["recipe_samples"] == 192  # the tiny set has 192 samples
+    assert g["extrapolated_seconds"] == pytest.approx(fixed + 4 * per_layer)
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_done_stages_and_refuses_without_disk(tiny_run, monkeypatch, capsys):
+    script, _, _, out, work = tiny_run
+    before = out.with_suffix(".json").read_text()
+    # Resume: every stage is ok in the JSON, so nothing runs again and the stages are kept as they were.
+    assert script.main(["--tiny", "--out", str(out), "--work", str(work), "--quiet"]) == 0
+    after = json.loads(out.with_suffix(".json").read_text())
+    assert after["stages"] == json.loads(before)["stages"]
+
+    class Disk:
+        free = 10**6
+
+    monkeypatch.setattr(script.shutil, "disk_usage", lambda path: Disk)
+    assert script.main(["--tiny", "--out", str(out), "--work", str(work), "--only", "int8"]) == 2
+    err = capsys.readouterr().err
+    need = script.disk_needs(script.TINY)["int8"] + script.DISK_MARGIN
+    assert f"need {need / 1e9:.1f} GB" in err and "0.0 GB free" in err
+    assert out.with_suffix(".json").read_text() == json.dumps(after, indent=2, default=str) + "\n"
+
+
+def test_the_tree_sampler_counts_descendants(tmp_path):
+    """A child that starts a grandchild holding 300 MB: the tree's peak includes it, the child alone does not."""
+    grandchild = "import time; b = bytearray(300 * 2**20); time.sleep(1.5)"
+    child = textwrap.dedent(f"""
+        import subprocess, sys
+        subprocess.run([sys.executable, "-c", {grandchild!r}], check=True)
+    """)
+    done = run_sampled([sys.executable, "-c", child], timeout=60, interval=0.05)
+    assert done.returncode == 0 and done.tree_peak_processes == 2
+    assert 300 * 2**20 <= done.tree_peak_rss < 300 * 2**20 + 200 * 2**20
