@@ -333,7 +333,8 @@ def _replay(ckpt, text_config, i, handler, journal, store, kwargs, device, dtype
     """Layer i as an interrupted run left it in the journal: its solved weights restored exactly, the samples
     run through it (capture.replay_layer)."""
     prefix = f"{capture.LAYERS}{i}."
-    tensors, restore = dict(journal.tensors(layer_unit(i))), journal.restore(layer_unit(i))
+    stored, restore = journal.read(layer_unit(i))
+    tensors = dict(stored)
     weights = {}
     for module in sorted({k.rsplit(".", 1)[0] for k in restore}):
         stored = {k[len(prefix + module) + 1:]: v for k, v in tensors.items() if k.startswith(f"{prefix}{module}.")}

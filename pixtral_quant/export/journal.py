@@ -87,20 +87,19 @@ class Journal:
         self._write_state()
 
     def tensors(self, unit: str) -> list[tuple[str, torch.Tensor]]:
-        """A unit's checkpoint tensors in the order they were produced."""
-        body, order = self._read(unit)
-        return [(name, body[name]) for name in order]
+        """A unit's checkpoint tensors in the order they were produced (the resume-only ones are not read)."""
+        return self.read(unit, with_restore=False)[0]
 
-    def restore(self, unit: str) -> dict[str, torch.Tensor]:
-        body, _ = self._read(unit)
-        return {k[len(RESTORE):]: v for k, v in body.items() if k.startswith(RESTORE)}
-
-    def _read(self, unit: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def read(self, unit: str, with_restore: bool = True) -> tuple[list[tuple[str, torch.Tensor]], dict]:
+        """(checkpoint tensors in order, resume-only tensors by name) of a unit, from one pass over its file."""
         from safetensors import safe_open
 
         with safe_open(self.root / f"{unit}.safetensors", framework="pt") as f:
             order = json.loads(f.metadata()["order"])
-            return {k: f.get_tensor(k) for k in f.keys()}, order
+            tensors = [(name, f.get_tensor(name)) for name in order]
+            restore = {k[len(RESTORE):]: f.get_tensor(k) for k in f.keys()
+                       if with_restore and k.startswith(RESTORE)}
+        return tensors, restore
 
     def _write_state(self) -> None:
         path = self.root / STATE
