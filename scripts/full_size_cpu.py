@@ -440,7 +440,7 @@ def tensor_bytes(checkpoint: Path) -> tuple[dict[int, int], int]:
 
     prefix, layers, total = "model.language_model.layers.", {}, 0
     for f in sorted(checkpoint.glob("*.safetensors")):
-        with safe_open(f, "pt") as s:
+        with safe_open(f, "numpy") as s:  # headers only; "pt" maps copy-on-write (ENOMEM past RAM size)
             for k in s.keys():  # noqa: SIM118 - safe_open is not a dict
                 sl = s.get_slice(k)
                 n = math.prod(sl.get_shape()) * SAFETENSORS_BYTES[sl.get_dtype()]

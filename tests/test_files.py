@@ -38,3 +38,23 @@ def test_streaming_turns_safetensors_errors_into_input_errors(small):
     with pytest.raises(InputError, match="not a readable safetensors file") as err:
         list(stream_tensors(small, ["a"]))
     assert err.value.where == str(small)
+
+
+def test_streams_from_a_file_larger_than_ram(tmp_path):
+    """Pixtral-12B's native consolidated.safetensors (25.4 GB) is larger than a 24 GiB machine's RAM: opening it must
+    not map it copy-on-write (ENOMEM under the kernel's overcommit heuristic). A sparse file RAM + 8 GiB long,
+    holding a small tensor and a huge zero one, costs no disk."""
+    import json
+    import os
+    import struct
+
+    huge = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") + 8 * 2**30
+    header = json.dumps({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                         "big": {"dtype": "BF16", "shape": [huge // 2], "data_offsets": [16, 16 + huge]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "consolidated.safetensors"
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<Q", len(header)) + header + torch.arange(4, dtype=torch.float32).numpy().tobytes())
+        fh.truncate(8 + len(header) + 16 + huge)
+    (name, tensor), = stream_tensors(path, ["a"])
+    assert name == "a" and tensor.tolist() == [0.0, 1.0, 2.0, 3.0]

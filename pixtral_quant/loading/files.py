@@ -109,11 +109,14 @@ def stream_tensors(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Te
     safetensors validates the file; the bytes are then read with plain file reads into tensors that own their
     memory. (safetensors' get_tensor returns views into a private mapping of the whole file: one view kept alive
     — a norm weight waiting in an output shard — pinned the mapping and every page read through it, so resident
-    memory grew with every layer read; see reports/rss-vs-depth.md.)"""
+    memory grew with every layer read; see reports/rss-vs-depth.md.) The validation opens it with the numpy
+    framework: a read-only shared mapping. The "pt" framework maps the file copy-on-write (MAP_PRIVATE), which the
+    kernel's overcommit heuristic refuses for a file larger than RAM + swap (ENOMEM): Pixtral-12B's native
+    consolidated.safetensors is 25.4 GB, more than this 24 GiB machine has (found by scripts/full_size_cpu.py)."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt"):  # validates the layout; its mapping is never touched
+        with safe_open(str(path), framework="numpy"):  # validates the layout; its mapping is never touched
             header, data_size = _read_raw_header(path)
             data_start = path.stat().st_size - data_size
             with path.open("rb") as fh:
