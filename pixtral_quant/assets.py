@@ -19,6 +19,11 @@ SHIPPED = {
 }
 
 
+# The tokenizer each config-only copy's model ships with, as the mistral-common file of that name
+# (loading.tokenizer.bundled_tokenizer_path): what the GGUF sizes need, since the token list is in the file.
+SHIPPED_TOKENIZERS = {"pixtral-12b": "tekken", "pixtral-12b-native": "tekken", "pixtral-large": "v7m1"}
+
+
 def resolve_shipped(name_or_path: str | Path) -> Path | None:
     """The shipped directory a short name refers to, or None when it is not a shipped name."""
     return SHIPPED.get(str(name_or_path))

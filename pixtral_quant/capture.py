@@ -234,21 +234,30 @@ FINAL_NORM = "model.language_model.norm.weight"
 
 
 @torch.no_grad()
-def calibrate_head(ckpt: Checkpoint, make_solver, store: ActivationStore, device, dtype,
-                   advance=lambda: None) -> tuple[dict, float]:
-    """GPTQ on the lm_head, after the last decoder layer: its input is the final RMSNorm of the hidden states the
-    store now holds (each [1, T, hidden]). Returns (tensors, loss) like calibrate_layer's entries."""
+def head_inputs(ckpt: Checkpoint, store: ActivationStore, device, dtype) -> Iterator[torch.Tensor]:
+    """Per stored sample, the lm_head's input: the final RMSNorm of the hidden states the store holds after the
+    last decoder layer ([1, T, hidden], `dtype` on `device`)."""
     from transformers.models.mistral.modeling_mistral import MistralRMSNorm
 
     text = ckpt.config.text_config
-    raw = read_tensors(ckpt, [FINAL_NORM, f"{HEAD}.weight"])
     norm = MistralRMSNorm(text.hidden_size, eps=text.rms_norm_eps).to(device=device, dtype=dtype)
-    norm.weight.data = raw[FINAL_NORM].to(device=device, dtype=dtype)
-    head = torch.nn.Linear(text.hidden_size, text.vocab_size, bias=False, device="meta")
-    head.weight = torch.nn.Parameter(raw[f"{HEAD}.weight"].to(device=device, dtype=dtype), requires_grad=False)
-    solver = make_solver(head)
+    norm.weight.data = read_tensors(ckpt, [FINAL_NORM])[FINAL_NORM].to(device=device, dtype=dtype)
     for i in range(len(store)):
-        solver.add_batch(norm(store[i].to(device=device, dtype=dtype)))
+        yield norm(store[i].to(device=device, dtype=dtype))
+
+
+@torch.no_grad()
+def calibrate_head(ckpt: Checkpoint, make_solver, store: ActivationStore, device, dtype,
+                   advance=lambda: None) -> tuple[dict, float]:
+    """GPTQ on the lm_head, after the last decoder layer, on `head_inputs`. Returns (tensors, loss) like
+    calibrate_layer's entries."""
+    text = ckpt.config.text_config
+    weight = read_tensors(ckpt, [f"{HEAD}.weight"])[f"{HEAD}.weight"]
+    head = torch.nn.Linear(text.hidden_size, text.vocab_size, bias=False, device="meta")
+    head.weight = torch.nn.Parameter(weight.to(device=device, dtype=dtype), requires_grad=False)
+    solver = make_solver(head)
+    for x in head_inputs(ckpt, store, device, dtype):
+        solver.add_batch(x)
         advance()
     tensors, loss, _ = solver.finish()
     return tensors, loss

@@ -92,6 +92,29 @@ SCHEME_CONFIGS: dict[str, type] = {c.name: c for c in (GptqInt4, GptqInt8, RtnIn
 
 
 @dataclass(frozen=True)
+class Gguf:
+    """llama.cpp GGUF files (export/gguf) instead of a checkpoint: the text model quantized by llama.cpp's own
+    quantizer to `type` (a key of export/gguf/ftypes.FILE_TYPES: q4_k_m, q6_k, q8_0, f16 ...), the vision tower +
+    projector as an mmproj in `mmproj_type` (f16 or q8_0, llama.cpp's converter's choices), and, with `imatrix`,
+    an importance matrix from the calibration set through the full multimodal model (images in unless
+    calibration.text_only) passed to the quantizer and saved as imatrix.gguf. One config for the whole family:
+    its scheme name is `gguf-<type>`."""
+
+    type: str = "q4_k_m"
+    mmproj_type: str = "f16"
+    imatrix: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{GGUF_PREFIX}{self.type}"
+
+
+GGUF_PREFIX = "gguf-"
+# Scheme families whose name carries a value: name prefix → (config class, the field the rest of the name sets).
+SCHEME_FAMILIES: dict[str, tuple[type, str]] = {GGUF_PREFIX: (Gguf, "type")}
+
+
+@dataclass(frozen=True)
 class Targets:
     """Which Linears are quantized. decoder: every Linear of the text decoder. lm_head / vision_tower /
     projector: None (kept bf16) or a precision ('int8', 'int4') where the scheme supports it (plan.py)."""
@@ -236,6 +259,18 @@ def build(cls: type, raw: dict | None, where: str):
     return cls(**raw)
 
 
+def _gguf_types() -> tuple[str, ...]:
+    from .export.gguf.ftypes import FILE_TYPES  # a plain table: no gguf / llama.cpp import
+
+    return tuple(FILE_TYPES)
+
+
+def _gguf_mmproj_types() -> tuple[str, ...]:
+    from .export.gguf.ftypes import MMPROJ_TYPES
+
+    return MMPROJ_TYPES
+
+
 # Types of the optional fields (default None), by annotation: their default cannot say what they take.
 OPTIONAL_KINDS = {"float | None": float, "int | None": int, "str | None": str}
 # Values a field accepts beyond its type (field name → (test, what to write)); the libraries would fail later.
@@ -244,6 +279,8 @@ LIMITS = {
     "group_size": (lambda v: v == -1 or v > 0, "a positive group size such as 128, or -1 (per output channel)"),
     "num_samples": (lambda v: v > 0, "at least 1"),
     "max_tokens": (lambda v: v > 0, "at least 1"),
+    "type": (lambda v: v in _gguf_types(), "a llama.cpp file type: " + ", ".join(_gguf_types())),
+    "mmproj_type": (lambda v: v in _gguf_mmproj_types(), "one of " + ", ".join(_gguf_mmproj_types())),
 }
 
 
@@ -267,16 +304,33 @@ def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:
         raise UsageError(f"{value!r} is out of range", where=where, fix=f"use {what}")
 
 
+def scheme_choices() -> str:
+    """The scheme names for messages and --help: the fixed ones, then each family's pattern."""
+    return ", ".join(sorted(SCHEME_CONFIGS)) + ", " + ", ".join(f"{p}<{f}>" for p, (_, f) in SCHEME_FAMILIES.items())
+
+
 def scheme_from_dict(raw, where: str = "scheme"):
-    """'gptq-int4' or {'name': 'gptq-int4', 'group_size': 64, ...} → the scheme's config."""
+    """'gptq-int4' or {'name': 'gptq-int4', 'group_size': 64, ...} → the scheme's config; 'gguf-q4_k_m' →
+    Gguf(type='q4_k_m') (SCHEME_FAMILIES)."""
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or "name" not in raw:
-        raise UsageError("the scheme needs a name", where=where, fix=f"use one of {sorted(SCHEME_CONFIGS)}")
-    name = raw["name"]
-    if name not in SCHEME_CONFIGS:
-        raise UsageError(f"unknown scheme {name!r}", where=where, fix=f"use one of {sorted(SCHEME_CONFIGS)}")
-    return build(SCHEME_CONFIGS[name], {k: v for k, v in raw.items() if k != "name"}, where)
+        raise UsageError("the scheme needs a name", where=where, fix=f"use one of {scheme_choices()}")
+    name, rest = raw["name"], {k: v for k, v in raw.items() if k != "name"}
+    if name in SCHEME_CONFIGS:
+        return build(SCHEME_CONFIGS[name], rest, where)
+    prefix = next((p for p in SCHEME_FAMILIES if isinstance(name, str) and name.startswith(p)), None)
+    if prefix is None:
+        raise UsageError(f"unknown scheme {name!r}", where=where, fix=f"use one of {scheme_choices()}")
+    cls, key = SCHEME_FAMILIES[prefix]
+    value = name[len(prefix):]
+    test, what = LIMITS[key]
+    if not test(value):
+        raise UsageError(f"unknown scheme {name!r}: llama.cpp has no type {value!r}", where=where, fix=f"use {what}")
+    if rest.setdefault(key, value) != value:
+        raise UsageError(f"{key} {rest[key]!r} contradicts the scheme name {name!r}", where=f"{where}.{key}",
+                         fix=f"drop {key}, or name the scheme {prefix}{rest[key]}")
+    return build(cls, rest, where)
 
 
 def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:

@@ -90,11 +90,19 @@ def compute_setup() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+# handler.exporter → "module:function" writing the output (lazy: the GGUF one needs the `gguf` package).
+# Each takes (ckpt, recipe, handler, out, resume, reporter) and returns a ConvertResult once OUT is in place.
+EXPORTERS = {"checkpoint": "pixtral_quant.convert:export_checkpoint",
+             "gguf": "pixtral_quant.export.gguf.export:export_gguf"}
+
+
 def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = False, resume: bool = False,
             reporter: Reporter | None = None) -> ConvertResult:
     """Quantize `model` (path, shipped name or hub id) with `recipe` into `out`. See module docstring.
     resume: continue the interrupted conversion in OUT.partial (same model, recipe and options) from its last
     finished unit; the files are byte-identical to an uninterrupted run's."""
+    import importlib
+
     from .loading import open_checkpoint
 
     reporter = reporter or Reporter()
@@ -103,27 +111,34 @@ def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = Fal
     ckpt = open_checkpoint(model, require_weights=True)  # bad paths fail here, before the scheme library loads
     handler = handler_for(recipe.scheme)
     handler.require()
+    module, _, function = EXPORTERS[handler.exporter].partition(":")
+    start = time.perf_counter()
+    result = getattr(importlib.import_module(module), function)(ckpt, recipe, handler, out, resume, reporter)
+    result.out, result.seconds = out, time.perf_counter() - start
+    result.bytes_before = sum(f.stat().st_size for f in ckpt.weight_files)
+    return result
+
+
+def export_checkpoint(ckpt, recipe, handler, out: Path, resume: bool, reporter: Reporter) -> ConvertResult:
+    """The safetensors checkpoint (GPTQ v1 / bitsandbytes) through the resume journal, swapped into OUT."""
     plan = make_plan(ckpt.config, recipe)
-    cset = _calibration(recipe.calibration, ckpt) if handler.needs_calibration else None
+    cset = calibration_set(recipe.calibration, ckpt) if handler.needs_calibration else None
     if not resume:
         _check_disk(out, ckpt.config, recipe)
     reporter.log(render(plan))  # after every input is checked: for bad input the error is all that is printed
-    start = time.perf_counter()
     tmp = atomic.partial_dir(out, resume, keep=journal_dir)
     try:
         journal = _journal(tmp, ckpt, recipe, cset, resume)
         result = _write(ckpt, recipe, plan, handler, cset, tmp, journal, reporter)
     except BaseException as exc:
-        _after_failure(exc, tmp, resume, reporter)
+        after_failure(exc, tmp, resume, reporter)
         raise
     atomic.commit(tmp, out, marker=journal_dir)  # the journal goes once the swap is done
-    result.out, result.seconds = out, time.perf_counter() - start
-    result.bytes_before = sum(f.stat().st_size for f in ckpt.weight_files)
     result.bytes_after = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return result
 
 
-def _after_failure(exc: BaseException, tmp: Path, resume: bool, reporter: Reporter) -> None:
+def after_failure(exc: BaseException, tmp: Path, resume: bool, reporter: Reporter) -> None:
     """Bad input found on the way (and a full disk) leaves nothing behind, but a resumed run keeps what earlier
     runs finished; anything else (Ctrl-C, a crash, the machine running out of memory) keeps OUT.partial so that
     --resume continues from its last finished unit."""
@@ -146,14 +161,20 @@ def _check_disk(out: Path, config, recipe) -> None:
     (the same bytes again) need; the checkpoint size is the plan's exact prediction."""
     from .memory.checkpoint import estimate
     from .memory.inventory import inventory, model_shapes
-    from .memory.units import fmt_bytes
 
     need = 2 * estimate(inventory(model_shapes(config), recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
+    check_free_disk(out, need, "the checkpoint and its resume journal")
+
+
+def check_free_disk(out: Path, need: int, what: str) -> None:
+    """InputError when the file system OUT will be on has fewer than `need` bytes free (`what` says for what)."""
+    from .memory.units import fmt_bytes
+
     parent = next(p for p in out.absolute().parents if p.exists())
     free = shutil.disk_usage(parent).free
     if free < need:
         raise InputError(f"not enough free disk space: {fmt_bytes(free)} free, the conversion needs "
-                         f"{fmt_bytes(need)} (the checkpoint and its resume journal)", where=parent,
+                         f"{fmt_bytes(need)} ({what})", where=parent,
                          fix="free disk space or choose an --out on a larger file system")
 
 
@@ -166,7 +187,7 @@ def _journal(tmp: Path, ckpt, recipe, cset, resume: bool) -> Journal:
     return Journal.reopen(tmp, fingerprint) if resume else Journal.start(tmp, fingerprint)
 
 
-def _calibration(calib, ckpt):
+def calibration_set(calib, ckpt):
     from .calibration.dataset import load_set
 
     return load_set(calib.set, ckpt.tokenizer, num_samples=calib.num_samples, seed=calib.seed,

@@ -51,3 +51,16 @@ def gptq_tiny(tiny_model_dir, gptq_recipe, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("gptq") / "out"
     return out, convert(tiny_model_dir, gptq_recipe, out)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp():
+    """The llama_cpp module (llama-cpp-python). Skipped where it is not installed, except under CI=true, where it
+    is a failure: .ci/run installs it (scripts/install_llamacpp.sh), so the GGUF tests always run there."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true"):
+            pytest.fail(f"CI must run llama.cpp: {exc} (scripts/install_llamacpp.sh installs it)")
+        pytest.skip(f"llama-cpp-python is not installed ({exc}): bash scripts/install_llamacpp.sh")
+    return llama_cpp

@@ -43,9 +43,12 @@ def _image_size(ctx, param, value):
 @click.option("--embeddings", type=click.Choice(["gpu", "cpu"]), help="Where the embedding lookup runs.")
 @click.option("--vision", type=click.Choice(["gpu", "offload"]), help="Vision tower + projector resident or offloaded.")
 @click.option("--lm-head-on", type=click.Choice(["gpu", "cpu"]), help="Where the lm_head runs.")
+@click.option("--runtime", type=click.Choice(["transformers", "llama.cpp"]),
+              help="What runs the output: transformers (checkpoint recipes, the default) or llama.cpp (gguf-<type> "
+              "recipes, their default): GGUF file sizes and llama.cpp's GPU placement.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_cmd(model, recipe, gpu_memory, reserve, context, images, image_size, text_tokens, new_tokens, embeddings,
-             vision, lm_head_on, as_json) -> None:
+             vision, lm_head_on, runtime, as_json) -> None:
     """Bytes of a recipe's checkpoint and of one generation on a GPU: weights per component (quantized Linears
     with their scales, zeros and g_idx), KV cache, prefill activations, CUDA reserve. Exit 0 when the peak fits
     the card, 1 when it does not, with the cheapest change that would fit.
@@ -59,22 +62,82 @@ def plan_cmd(model, recipe, gpu_memory, reserve, context, images, image_size, te
       pixtral-quant plan --recipe pixtral-large-int4 --context 16384
       pixtral-quant plan --recipe pixtral-12b-int4 --gpu-memory 8GiB --embeddings cpu --json
       pixtral-quant plan --model /models/Pixtral-12B-2409/params.json --recipe my.yaml --gpu-memory 24GiB
+      pixtral-quant plan --recipe pixtral-12b-gguf-q4_k_m --runtime llama.cpp
     """
-    from ..errors import CheckFailed
+    from ..errors import CheckFailed, UsageError
     from ..memory import memory_report
     from ..memory.units import fmt_bytes
+
+    from ..config import Gguf
+    from ..recipes import load_recipe
 
     workload = {"context": context, "images": images, "text_tokens": text_tokens, "new_tokens": new_tokens}
     if image_size:
         workload.update(image_width=image_size[0], image_height=image_size[1])
+    loaded = load_recipe(recipe)
+    if (runtime or RUNTIME_OF[isinstance(loaded.scheme, Gguf)]) == "llama.cpp":
+        _llamacpp(model, loaded, gpu_memory, reserve, workload, [embeddings, vision, lm_head_on], as_json)
+        return
+    if isinstance(loaded.scheme, Gguf):
+        raise UsageError(f"{loaded.scheme.name} writes GGUF files, which llama.cpp runs", where="--runtime",
+                         fix="use --runtime llama.cpp (the default for gguf-<type> recipes)")
     placement = {"embeddings": embeddings, "vision": vision, "lm_head": lm_head_on}
-    report = memory_report(model, recipe, gpu_memory=gpu_memory, reserve=reserve, workload=workload,
+    report = memory_report(model, loaded, gpu_memory=gpu_memory, reserve=reserve, workload=workload,
                            placement=placement)
     click.echo(json.dumps(report, indent=2)) if as_json else _render(report)
     if not report["fits"]:
         raise CheckFailed(f"the peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}) is over the "
                           f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
                           where=report["recipe"], fix=_fix(report))
+
+
+RUNTIME_OF = {True: "llama.cpp", False: "transformers"}  # is the recipe's scheme a GGUF one? → default runtime
+
+
+def _llamacpp(model, recipe, gpu_memory, reserve, workload, placement_flags, as_json) -> None:
+    """plan --runtime llama.cpp: GGUF sizes and GPU memory (memory/llamacpp.py); exit 1 when it does not fit."""
+    from ..errors import CheckFailed, UsageError
+    from ..memory.llamacpp import llamacpp_report
+    from ..memory.units import fmt_bytes
+
+    if any(flag is not None for flag in placement_flags):
+        raise UsageError("--embeddings, --vision and --lm-head-on place transformers' modules; llama.cpp places "
+                         "the GGUF itself", where="--runtime llama.cpp", fix="drop those options")
+    report = llamacpp_report(model, recipe, gpu_memory=gpu_memory, reserve=reserve, workload=workload)
+    click.echo(json.dumps(report, indent=2)) if as_json else _render_llamacpp(report)
+    if not report["fits"]:
+        p = report["proposal"]
+        fix = (f"the best that fits: --scheme {p['scheme']} --mmproj-type {p['mmproj_type']} "
+               f"({fmt_bytes(p['gpu_bytes'])})" if p else "no smaller type fits: a shorter --context or a larger card")
+        raise CheckFailed(f"llama.cpp needs {fmt_bytes(report['gpu_bytes'])} of GPU memory, over the "
+                          f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
+                          where=report["recipe"], fix=fix)
+
+
+def _render_llamacpp(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..memory.units import fmt_bytes
+
+    console = Console()
+    files = report["files"]
+    console.print(f"[bold]{report['model']}[/bold] with [bold]{report['recipe']}[/bold] ({report['scheme']}) in "
+                  f"llama.cpp on a {fmt_bytes(report['card_bytes'])} card")
+    console.print(f"files: model.gguf {files['text_bytes']} bytes ({files['text_bytes'] / 1e9:.2f} GB; "
+                  f"tensor types {files['text_types']}), mmproj-model.gguf {files['mmproj_bytes']} bytes "
+                  f"({files['mmproj_bytes'] / 1e9:.2f} GB)")
+    tok = report["tokens"]
+    console.print(f"workload: prompt {tok['prompt']} tokens ({tok['image_tokens']} image tokens), context "
+                  f"{tok['context']} tokens")
+    table = Table("GPU term", "bytes", title="GPU memory (llama.cpp placement; token_embd in host memory: "
+                  f"{fmt_bytes(report['host_bytes'])})")
+    for term, n in report["terms"].items():
+        table.add_row(term, fmt_bytes(n))
+    console.print(table)
+    verdict = "[green]fits[/green]" if report["fits"] else "[red]does not fit[/red]"
+    console.print(f"total {fmt_bytes(report['gpu_bytes'])}, limit {fmt_bytes(report['limit_bytes'])} "
+                  f"({fmt_bytes(report['reserve_bytes'])} kept for CUDA): {verdict}")
 
 
 def _fix(report: dict) -> str:

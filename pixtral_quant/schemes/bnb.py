@@ -26,6 +26,7 @@ class BnbInt8Handler:
 
     extra = EXTRA
     needs_calibration = False
+    exporter = "checkpoint"
     group_size = None
 
     def __init__(self, config):
@@ -53,6 +54,7 @@ class BnbNf4Handler:
 
     extra = EXTRA
     needs_calibration = False
+    exporter = "checkpoint"
     group_size = None
 
     def __init__(self, config):

@@ -83,6 +83,7 @@ class GptqHandler:
 
     extra = EXTRA
     needs_calibration = True
+    exporter = "checkpoint"
 
     def __init__(self, config):
         self.config = config

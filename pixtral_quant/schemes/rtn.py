@@ -14,6 +14,7 @@ class RtnHandler:
 
     extra = None
     needs_calibration = False
+    exporter = "checkpoint"
 
     def __init__(self, config):
         self.config = config

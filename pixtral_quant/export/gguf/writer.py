@@ -93,7 +93,7 @@ def write_text_gguf(ckpt, path: str | Path, dtype: str = "f16") -> Path:
     ckpt: an opened Checkpoint (HF or Mistral-native) with a Mistral tokenizer; dtype: f32 | f16 | bf16 | q8_0."""
     dtypes.check_output_type(dtype)
     kv = metadata.text_metadata(ckpt.config, dtype)
-    kv.update(_tokenizer_values(ckpt))
+    kv.update(tokenizer_values(ckpt))
     return _write(ckpt, Path(path), metadata.TEXT_ARCH, kv, plan_tensors(ckpt, names.TEXT, dtype))
 
 
@@ -106,7 +106,7 @@ def write_mmproj_gguf(ckpt, path: str | Path, dtype: str = "f16") -> Path:
     return _write(ckpt, Path(path), arch, kv, plan_tensors(ckpt, names.MMPROJ, dtype))
 
 
-def _tokenizer_values(ckpt) -> dict:
+def tokenizer_values(ckpt) -> dict:
     """tokenizer.* keys; InputError when there is no Mistral tokenizer or its size differs from the embeddings
     (llama.cpp refuses a token list whose length is not the embedding rows)."""
     if ckpt.tokenizer is None or ckpt.tokenizer_kind != "mistral":
