@@ -31,7 +31,7 @@ def cli(*args):
 
 
 def test_registry_names_and_unknown_engine():
-    assert set(engines.ENGINES) == {"transformers", "vllm"}
+    assert set(engines.ENGINES) == {"transformers", "vllm", "llama.cpp"}
     assert isinstance(engines.engine_for(engines.EngineConfig()), engines.TransformersEngine)
     assert isinstance(engines.engine_for(engines.EngineConfig(name="vllm")), engines.VllmEngine)
     with pytest.raises(UsageError, match="unknown engine 'trt'"):

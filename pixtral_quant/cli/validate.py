@@ -29,8 +29,8 @@ from . import main
               "samples (per-layer SQNR: where the error enters).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Cap of the free greedy generation.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Teacher-forced batch size.")
-@click.option("--engine", help="What runs the models: transformers (default; exact logits) or vllm (several GPUs; KL from "
-              "top-k prompt logprobs, a lower bound).")
+@click.option("--engine", help="What runs the models: transformers (default; exact logits), vllm (several GPUs; KL "
+              "from top-k prompt logprobs, a lower bound) or llama.cpp (GGUF output folders; exact full logits).")
 @click.option("--tensor-parallel-size", type=click.IntRange(min=1), help="vLLM: GPUs per model (tensor parallel).")
 @click.option("--pipeline-parallel-size", type=click.IntRange(min=1), help="vLLM: pipeline stages.")
 @click.option("--distributed-executor-backend", help="vLLM's executor: mp, ray, uni, external_launcher.")
@@ -53,6 +53,7 @@ def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_
       pixtral-quant validate --candidate new --baseline reports/w4/report.json      # regression gate in CI
       pixtral-quant validate --candidate out --thresholds my-bars.yaml --layer-sqnr 4
       pixtral-quant validate --engine vllm --tensor-parallel-size 8 --reference /models/Pixtral-Large --candidate w4
+      pixtral-quant validate --engine llama.cpp --reference tiny --candidate tiny-gguf
     """
     from ..config import ValidateConfig
     from ..errors import CheckFailed, UsageError

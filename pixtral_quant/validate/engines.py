@@ -13,6 +13,11 @@
   models' top-k plus one bucket for the rest: a lower bound of the full KL, see metrics.py for why not a
   renormalized top-k). reports/validate-engines.md measures the difference against the transformers engine.
 
+- `llama.cpp`: the reference through transformers (as `transformers`, sharing its cache); each candidate a GGUF
+  output folder (convert --scheme gguf-<type>) run by llama.cpp itself (pixtral_quant.engines.llamacpp,
+  llama-cpp-python) on mistral-common's exact token ids, only the image blocks encoded by llama.cpp's mtmd.
+  llama.cpp returns the full vocabulary's logits: every metric is exact. No per-layer outputs (--layer-sqnr).
+
 An engine takes the shared run (pipeline.Run) and returns outputs.ModelOutputs, one SampleOutput per eval
 sample; compare.TEACHER_FORCED turns those into metrics, whichever kind (logits / topk) they hold.
 """
@@ -24,7 +29,7 @@ from dataclasses import asdict
 import torch
 
 from ..config import EngineConfig
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 from . import models
 from .outputs import ModelOutputs, SampleOutput, TopK, answer_start
 
@@ -36,6 +41,7 @@ class TransformersEngine:
     """Today's path: full logits, exact metrics, the models loaded in this process."""
 
     teacher_forced = "exact: full logits at the answer positions"
+    candidate_format = "checkpoint"
 
     def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
@@ -62,6 +68,8 @@ class TransformersEngine:
 class VllmEngine:
     """Reference and candidates through vLLM: one vLLM run per model, teacher-forced and generation prompts
     together (so each model loads once)."""
+
+    candidate_format = "checkpoint"
 
     def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
@@ -122,7 +130,76 @@ class VllmEngine:
         return out
 
 
-ENGINES = {"transformers": TransformersEngine, "vllm": VllmEngine}
+class LlamaCppEngine:
+    """Reference through transformers as in TransformersEngine; each candidate a GGUF output folder
+    (export/gguf/layout.py: model.gguf + mmproj-model.gguf) run in llama.cpp by pixtral_quant.engines.llamacpp,
+    on mistral-common's exact token ids (only the image blocks come from llama.cpp's mtmd). llama.cpp returns the
+    full vocabulary's logits, so every metric is exact."""
+
+    teacher_forced = "exact: full logits from llama.cpp"
+    candidate_format = "gguf"
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+
+    def check(self, cfg) -> None:
+        """UsageError for vLLM-only options and --layer-sqnr (llama.cpp returns no per-layer outputs);
+        MissingDependencyError naming the pip extra when llama-cpp-python is not installed."""
+        if cfg.layer_sqnr_samples:
+            raise UsageError("per-layer SQNR needs each decoder layer's output, which llama.cpp does not return",
+                             where="--layer-sqnr", fix="drop --layer-sqnr, or use --engine transformers for it")
+        TransformersEngine(self.cfg).check(cfg)
+        from ..engines import llamacpp
+
+        llamacpp.check_available()
+
+    def cache_options(self) -> dict:
+        return {"engine": "transformers"}  # the reference run is the transformers engine's: share its cache
+
+    def reference(self, ckpt, run) -> ModelOutputs:
+        return TransformersEngine(self.cfg).reference(ckpt, run)
+
+    def candidate(self, candidate, run) -> ModelOutputs:
+        """The GGUF folder's outputs: logits float32 [A, V] and the greedy generation per eval sample."""
+        from ..engines import llamacpp
+        from ..export.gguf import layout
+
+        files = layout.files(candidate.path)
+        inner = run.tok.instruct_tokenizer.tokenizer
+        ids = llamacpp.ImageIds(*(inner.get_special_token(t) for t in ("[IMG]", "[IMG_BREAK]", "[IMG_END]")))
+        encoded = [run.eset.encoded(run.tok, i) for i in range(len(run.eset))]
+        n_ctx = max(len(e.tokens) for e in encoded) + run.cfg.max_new_tokens + 1
+        out, advance = ModelOutputs(), run.reporter.task(f"{candidate.label} (llama.cpp)", len(encoded))
+        with llamacpp.GgufModel(files[layout.TEXT], files.get(layout.MMPROJ), n_ctx, ids) as model:
+            if model.n_vocab != inner.n_words:
+                raise InputError(f"the GGUF model has {model.n_vocab} tokens but the reference's tokenizer "
+                                 f"{inner.n_words}: not the same vocabulary", where=files[layout.TEXT],
+                                 fix="validate a GGUF converted from this reference")
+            for i, e in enumerate(encoded):
+                start = answer_start(e.tokens, run.ids["inst_end"])
+                logits, generated = model.run(e.tokens, images_of(run.eset.messages(i)), start,
+                                              run.cfg.max_new_tokens, run.ids["eos"])
+                out.samples.append(SampleOutput(torch.from_numpy(logits), torch.tensor(e.tokens[start + 1:]),
+                                                generated))
+                advance()
+        run.reporter.done()
+        return out
+
+
+ENGINES = {"transformers": TransformersEngine, "vllm": VllmEngine, "llama.cpp": LlamaCppEngine}
+
+
+# Candidate format → the engine that runs it, for the error naming the right one.
+ENGINE_OF_FORMAT = {"checkpoint": "transformers", "gguf": "llama.cpp"}
+
+
+def check_candidates(engine, candidates) -> None:
+    """UsageError (before any model runs) for a candidate this engine cannot run: GGUF folders run in llama.cpp,
+    safetensors checkpoints in transformers or vLLM."""
+    for c in candidates:
+        if c.format != engine.candidate_format:
+            raise UsageError(f"{c.label} is a {c.format} output, which --engine {engine.cfg.name} does not run",
+                             where=c.path, fix=f"use --engine {ENGINE_OF_FORMAT[c.format]} for it")
 
 
 def engine_for(cfg: EngineConfig):

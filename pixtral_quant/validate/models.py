@@ -29,6 +29,23 @@ SAME_ARCH = {
 BITS_OF = {
     "gptq": lambda qc: int(qc["bits"]),
     "bitsandbytes": lambda qc: 4 if qc.get("load_in_4bit") else 8,
+    "gguf": lambda qc: GGUF_BITS.get(qc["type"], 4),
+}
+# GGUF file type → the DEFAULT_THRESHOLDS row it is held to: unquantized 16, Q8_0 / Q6_K (≈ 6.6 bits per weight,
+# KL near INT8's) 8, every other type 4.
+GGUF_BITS = {"f32": 16, "f16": 16, "bf16": 16, "q8_0": 8, "q6_k": 8}
+# A GGUF output folder's metadata (file role, key) → the config field it records, for check_same_architecture.
+# GGUF does not store model_type, image_token_index or projector_hidden_act: those are not compared for it.
+GGUF_FIELDS = {
+    ("text", "llama.embedding_length"): ("text_config", "hidden_size"),
+    ("text", "llama.block_count"): ("text_config", "num_hidden_layers"),
+    ("text", "llama.attention.head_count"): ("text_config", "num_attention_heads"),
+    ("text", "llama.attention.head_count_kv"): ("text_config", "num_key_value_heads"),
+    ("text", "llama.attention.key_length"): ("text_config", "head_dim"),
+    ("mmproj", "clip.vision.embedding_length"): ("vision_config", "hidden_size"),
+    ("mmproj", "clip.vision.block_count"): ("vision_config", "num_hidden_layers"),
+    ("mmproj", "clip.vision.patch_size"): ("vision_config", "patch_size"),
+    ("mmproj", "clip.vision.image_size"): ("vision_config", "image_size"),
 }
 
 
@@ -40,6 +57,7 @@ class Candidate:
     label: str
     config: dict
     manifest: dict | None
+    format: str = "checkpoint"  # or "gguf": a GGUF output folder (runs with --engine llama.cpp)
 
     @property
     def quantization(self) -> dict | None:
@@ -58,7 +76,8 @@ class Candidate:
 
     @property
     def weight_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))
+        return sum(p.stat().st_size for p in self.path.glob("*.safetensors" if self.format == "checkpoint"
+                                                             else "*model.gguf"))
 
 
 def open_candidate(path: str | Path, label: str | None = None) -> Candidate:
@@ -67,6 +86,10 @@ def open_candidate(path: str | Path, label: str | None = None) -> Candidate:
     if path.name.endswith(SUFFIX) or (not path.exists() and path.with_name(path.name + SUFFIX).exists()):
         raise InputError("this checkpoint is half-written (a conversion did not finish)", where=path,
                          fix="run convert again to completion and validate its output folder (not *.partial)")
+    from ..export.gguf import layout
+
+    if layout.is_gguf_dir(path):
+        return _gguf_candidate(path, label)
     if not (path / "config.json").is_file():
         raise InputError("no config.json: not a Hugging Face checkpoint directory", where=path,
                          fix="pass the folder `pixtral-quant convert --out` wrote")
@@ -78,6 +101,28 @@ def open_candidate(path: str | Path, label: str | None = None) -> Candidate:
 
     check_saved(path)  # a Pixtral llava config, its weight files, every safetensors header intact
     return Candidate(path, label or path.name, config, manifest)
+
+
+def _gguf_candidate(path: Path, label: str | None) -> Candidate:
+    """A GGUF output folder: its config fields from the GGUF metadata (GGUF_FIELDS, vocab_size = the token list's
+    length), its type from the manifest as a quantization_config {'quant_method': 'gguf', 'type': ...}."""
+    import gguf
+
+    from ..export.gguf import layout
+
+    files = layout.files(path)
+    manifest = _read_json(path / MANIFEST) if (path / MANIFEST).is_file() else None
+    if manifest is not None:
+        _check_files(path, manifest)
+    readers = {role: gguf.GGUFReader(files[role]) for role in ("text", "mmproj")}
+    config: dict = {"text_config": {}, "vision_config": {}}
+    for (role, key), (section, name) in GGUF_FIELDS.items():
+        field = readers[role].get_field(key)
+        config[section][name] = field.contents() if field is not None else None
+    config["text_config"]["vocab_size"] = len(readers["text"].get_field("tokenizer.ggml.tokens").contents())
+    kind = (manifest or {}).get("gguf", {}).get("type", "f16")
+    config["quantization_config"] = {"quant_method": "gguf", "type": kind}
+    return Candidate(path, label or path.name, config, manifest, format="gguf")
 
 
 def _read_json(path: Path) -> dict:
@@ -104,6 +149,8 @@ def check_same_architecture(reference_config, candidate: Candidate) -> None:
         a = ref.get(section, {}) if section else ref
         b = candidate.config.get(section, {}) if section else candidate.config
         for key in keys:
+            if candidate.format == "gguf" and key not in b:
+                continue  # not stored in GGUF metadata (GGUF_FIELDS says which fields are)
             if a.get(key) != b.get(key):
                 field = f"{section}.{key}" if section else key
                 raise InputError(f"{field} is {b.get(key)!r} here but {a.get(key)!r} in the reference: the two "

@@ -56,6 +56,7 @@ def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateC
     loaded: dict = {}  # candidates calibrated on the same data share one load of it
     overlap = {c.label: evalset.check_overlap(c, eset, tok, loaded) for c in cands}
     runner.check(cfg)
+    engines.check_candidates(runner, cands)
     # Every input is checked: from here on only models run.
     device, dtype = compute_setup()
     run = Run(eset, tok, token_ids(tok), cfg, device, dtype, reporter)
