@@ -116,3 +116,21 @@ def test_packing_equals_gptqmodel_torch_quant_linear(gptqmodel, bits):
     assert torch.equal(ours["scales"], ql.scales)
     v2_zeros = iq.unpack_rows(ql.qzeros.T.contiguous(), bits)
     assert torch.equal(iq.unpack_rows(ours["qzeros"].T.contiguous(), bits), v2_zeros - 1)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_row_blocks_give_the_same_tensors(bits, monkeypatch):
+    """RtnHandler quantizes ROW_BLOCK output rows at a time (bounded temporaries on a 131072-row lm_head): the
+    tensors equal one pass over all rows, bit for bit, with a last block shorter than the others."""
+    from pixtral_quant.config import RtnInt4, RtnInt8
+    from pixtral_quant.schemes import rtn
+
+    torch.manual_seed(0)
+    w, b = torch.randn(1000, 256, dtype=torch.bfloat16), torch.randn(1000, dtype=torch.bfloat16)
+    handler = rtn.RtnHandler(RtnInt4() if bits == 4 else RtnInt8())
+    whole = handler.quantize("x", w, b)
+    monkeypatch.setattr(rtn, "ROW_BLOCK", 96)
+    blocks = handler.quantize("x", w, b)
+    assert whole.keys() == blocks.keys() == {"qweight", "qzeros", "scales", "g_idx", "bias"}
+    for k in whole:
+        assert torch.equal(whole[k], blocks[k]), k

@@ -8,8 +8,12 @@ Terms (bytes), following convert.py / capture.py / schemes:
               (export/journal.py), twice (save_file serializes the file's bytes at once); the shards are then
               streamed from the journal one tensor at a time, so max_shard_gb does not count;
 - layer:      one decoder layer as stored;
-- transient:  the quantizer's temporaries on the largest Linear (RTN: float32 weight, int32 codes, the int64
-              packing buffers ≈ TRANSIENT_BYTES_PER_PARAM['rtn'] bytes per parameter);
+- transient:  the quantizer's temporaries on the largest decoder Linear (RTN: float32 weight, int32 codes, the
+              int64 packing buffers ≈ TRANSIENT_BYTES_PER_PARAM['rtn'] bytes per parameter, on at most
+              schemes.rtn.ROW_BLOCK output rows at a time);
+- outside_transient: the same on the largest planned non-decoder Linear a data-free scheme quantizes while the
+              outside tensors are held (the lm_head of the int4/int8 recipes: 131072 × 5120 on Pixtral-12B). It was
+              missing until the full-size run measured 19.8 GiB against 4.0 predicted (reports/full-size-cpu.md);
 - GPTQ only:  GPTQModel's import (GPTQ_LIBRARY_BYTES), the shell (embeddings + vision tower + projector in the
               compute dtype, on the CPU when there is no GPU), calibration activations (samples × tokens ×
               hidden, at most activation_budget_gib; the rest spills to disk), the layer in float32 on the CPU
@@ -45,6 +49,7 @@ class RssTerms:
     layer: int
     transient: int
     library: int = 0
+    outside_transient: int = 0
     shell: int = 0
     activations: int = 0
     layer_compute: int = 0
@@ -52,7 +57,7 @@ class RssTerms:
 
     @property
     def outside_phase(self) -> int:
-        return self.outside + self.shell + self.activations
+        return self.outside + self.outside_transient + self.shell + self.activations
 
     @property
     def layer_phase(self) -> int:
@@ -80,14 +85,34 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
     layer_lins = _decoder_linears(shapes)
     layer = sum(source[lin.name] for lin in layer_lins) + \
         sum(it.nbytes for it in others if it.name.startswith(f"{LAYERS}0."))
-    largest = max(lin.in_features * lin.out_features for lin in layer_lins)
-    shard = 2 * sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith(f"{LAYERS}0."))
     family = FAMILY[recipe.scheme.name]
+    largest = max(_transient_params(lin, family) for lin in layer_lins)
+    shard = 2 * sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith(f"{LAYERS}0."))
     terms = dict(baseline=baseline, outside=outside, shard=shard, layer=layer,
                  transient=TRANSIENT_BYTES_PER_PARAM[family] * largest)
+    if family != "gptq":  # data-free: planned non-decoder Linears are quantized in the outside phase
+        planned = _planned_outside(config, recipe)
+        outside_lins = [lin for lin in shapes.linears if lin.name in planned]
+        terms["outside_transient"] = TRANSIENT_BYTES_PER_PARAM[family] * max(
+            (_transient_params(lin, family) for lin in outside_lins), default=0)
     if family == "gptq":
         terms.update(_gptq_terms(config, shapes, recipe, gpu, calib_tokens, layer_lins, src))
     return RssTerms(**terms)
+
+
+def _transient_params(lin, family: str) -> int:
+    """Parameters of `lin` the quantizer holds temporaries for at once (RTN: ROW_BLOCK rows at a time)."""
+    from ..schemes.rtn import ROW_BLOCK
+
+    rows = min(lin.out_features, ROW_BLOCK) if family == "rtn" else lin.out_features
+    return rows * lin.in_features
+
+
+def _planned_outside(config, recipe) -> set[str]:
+    """Module names of the non-decoder Linears the recipe's plan quantizes."""
+    from ..plan import make_plan
+
+    return {e.name for e in make_plan(config, recipe).quantized() if e.component != "decoder"}
 
 
 def _hessian_bytes(layer_lins, true_sequential: bool) -> int:

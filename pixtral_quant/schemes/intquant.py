@@ -129,6 +129,19 @@ def to_gptq_v1(qt: IntQuantized, bias: torch.Tensor | None = None) -> dict[str, 
     return out
 
 
+# Axis of each GPTQ v1 tensor along which the output rows run (g_idx is per input column: the same for every row).
+OUT_AXIS = {"qweight": 1, "qzeros": 1, "scales": 1, "bias": 0}
+
+
+def concat_gptq_v1(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """GPTQ v1 tensors of consecutive row blocks of one Linear (to_gptq_v1 of rows [0, r1), [r1, r2) ...; every
+    block but the last a multiple of 32 rows, so qzeros' packing along the rows does not straddle blocks) → the
+    whole Linear's, equal to to_gptq_v1 of all rows at once."""
+    out = {k: torch.cat([p[k] for p in parts], dim=axis) for k, axis in OUT_AXIS.items() if k in parts[0]}
+    out["g_idx"] = parts[0]["g_idx"]
+    return {k: out[k] for k in parts[0]}
+
+
 def from_gptq_v1(tensors: dict[str, torch.Tensor], bits: int) -> IntQuantized:
     """Read GPTQ v1 tensors back (scales as stored, float16 → float32)."""
     q = unpack_rows(tensors["qweight"], bits).T.contiguous()

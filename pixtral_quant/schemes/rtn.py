@@ -8,6 +8,12 @@ import torch
 from . import intquant
 from .gptq_format import gptq_quantization_config
 
+# Output rows quantized at once. Why: RTN's temporaries are ~24 bytes per parameter (memory/conversion.py); on
+# Pixtral-12B's lm_head (131072 × 5120) all at once that is 16 GB, which took convert's peak RSS to 19.8 GiB
+# (reports/full-size-cpu.md). A multiple of 32 (intquant.concat_gptq_v1); rows are independent, so the result is
+# the same bit for bit.
+ROW_BLOCK = 8192
+
 
 class RtnHandler:
     """Handler for RtnInt4 / RtnInt8 configs."""
@@ -27,7 +33,10 @@ class RtnHandler:
     def quantize(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """weight [out, in] (any float dtype) → GPTQ v1 tensors (qweight, qzeros, scales, g_idx[, bias])."""
         c = self.config
-        return intquant.to_gptq_v1(intquant.rtn(weight, c.bits, c.group_size, c.sym), bias)
+        parts = [intquant.to_gptq_v1(intquant.rtn(weight[i:i + ROW_BLOCK], c.bits, c.group_size, c.sym),
+                                     None if bias is None else bias[i:i + ROW_BLOCK])
+                 for i in range(0, weight.shape[0], ROW_BLOCK)]
+        return parts[0] if len(parts) == 1 else intquant.concat_gptq_v1(parts)
 
     def quantization_config(self, plan) -> dict:
         c = self.config
