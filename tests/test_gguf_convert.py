@@ -184,3 +184,21 @@ def test_existing_output_and_resume(tmp_path):
     (tmp_path / "p.partial").mkdir()
     result = convert("--scheme", "gguf-q8_0", "--out", str(tmp_path / "p"), "--resume")
     assert result.exit_code == 2 and "GGUF conversion has none" in result.output, result.output
+
+
+def test_q8_0_mmproj_runs_in_llama_cpp(outputs, tmp_path):
+    """--mmproj-type q8_0: llama.cpp's mtmd loads it and the image prompts stay close to the reference (measured on
+    24 samples: mean KL 5.0e-5, top-1 0.981; the F16 mmproj gives 8e-8: the tiny vision tower's 128-wide rows are
+    four Q8_0 blocks each)."""
+    from pixtral_quant.config import EngineConfig, ValidateConfig
+    from pixtral_quant.validate.pipeline import validate
+
+    result = convert("--model", "tiny", "--scheme", "gguf-q8_0", "--mmproj-type", "q8_0", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    reader = gguf.GGUFReader(tmp_path / "o" / "mmproj-model.gguf")
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2 and t.name.endswith("attn_q.weight")} \
+        == {"Q8_0"}
+    report = validate("tiny", [tmp_path / "o"], ValidateConfig(num_samples=24, max_new_tokens=8),
+                      engine=EngineConfig(name="llama.cpp"))
+    overall = report["candidates"][0]["metrics"]["overall"]
+    assert overall["top1_agreement"] >= 0.95 and overall["mean_kl"] < 5e-4, overall
