@@ -202,3 +202,12 @@ def test_q8_0_mmproj_runs_in_llama_cpp(outputs, tmp_path):
                       engine=EngineConfig(name="llama.cpp"))
     overall = report["candidates"][0]["metrics"]["overall"]
     assert overall["top1_agreement"] >= 0.95 and overall["mean_kl"] < 5e-4, overall
+
+
+def test_validate_cli_runs_a_gguf_folder_and_names_the_engine_it_needs(outputs):
+    folder = str(outputs / "images")
+    ok = CliRunner().invoke(main, ["validate", "--engine", "llama.cpp", "--reference", "tiny", "--candidate", folder,
+                                   "--num-samples", "8"])
+    assert ok.exit_code == 0 and "PASS" in ok.output, ok.output
+    wrong = CliRunner().invoke(main, ["validate", "--reference", "tiny", "--candidate", folder, "--num-samples", "8"])
+    assert wrong.exit_code == 2 and "use --engine llama.cpp" in wrong.output, wrong.output
