@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..config import Gguf, scheme_choices
+from ..export.gguf.ftypes import MMPROJ_TYPES
 from . import main
 
 # --imatrix → the recipe fields it sets (GGUF schemes): the importance matrix on or off, images kept or stripped.
@@ -23,9 +25,8 @@ def _scheme(ctx, param, value):
 @main.command("convert")
 @click.option("--model", default="tiny", show_default=True, help="Model directory, hub id or shipped name.")
 @click.option("--recipe", help="Recipe file or shipped recipe name (recipes/*.yaml).")
-@click.option("--scheme", callback=_scheme, help="A scheme with its default settings (instead of --recipe): "
-              "gptq-int4, gptq-int8, rtn-int4, rtn-int8, bnb-int8, bnb-nf4, or gguf-<type> for llama.cpp "
-              "(gguf-q4_k_m, gguf-q5_k_m, gguf-q6_k, gguf-q8_0, gguf-f16, any llama.cpp type).")
+@click.option("--scheme", callback=_scheme, help=f"A scheme with its default settings (instead of --recipe): "
+              f"{scheme_choices()} (<type>: any llama.cpp file type, e.g. {Gguf().type}).")
 @click.option("--calibration", help="Calibration set: calib, tiny, a manifest .jsonl, a folder or hf:PATH.")
 @click.option("--num-samples", type=click.IntRange(min=1), help="Calibration samples.")
 @click.option("--seed", type=int, help="Seed of the calibration subset.")
@@ -34,8 +35,10 @@ def _scheme(ctx, param, value):
 @click.option("--damp", type=float, help="GPTQ dampening (fraction of the mean Hessian diagonal).")
 @click.option("--text-only", is_flag=True, default=None, help="Calibrate with the images removed.")
 @click.option("--imatrix", type=click.Choice(list(IMATRIX_CHOICES)),
-              help="GGUF: importance matrix from the calibration set with images (default), images stripped, or none.")
-@click.option("--mmproj-type", help="GGUF: type of the vision file, f16 (default) or q8_0.")
+              help="GGUF: importance matrix from the calibration set with images, with the images stripped, or none "
+              "(default: the recipe's).")
+@click.option("--mmproj-type", help=f"GGUF: type of the vision file, one of {', '.join(MMPROJ_TYPES)} "
+              f"(default: the recipe's; {Gguf().mmproj_type}).")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--overwrite", is_flag=True,
               help="Replace a non-empty output directory (atomically: the old one stays until the new one is done).")
