@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
 from ...errors import UsageError, require
 from ...loading.arch import expected_shapes
 from . import dtypes, ftypes, ktypes, metadata, names, writer
@@ -99,13 +97,7 @@ def metadata_bytes(arch: str, kv: dict, plan: list) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "skeleton.gguf"
         w = gguf.GGUFWriter(path, arch)
-        for key, value in kv.items():
-            w.add_key_value(key, value.value, value.type, value.sub_type)
-        for p in plan:
-            w.add_tensor_info(p.name, p.shape, np.float32, dtypes.nbytes(p.shape, p.qtype), raw_dtype=p.qtype)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
+        writer.write_metadata(w, kv, plan)
         w.close()
         if w.data_alignment != ALIGNMENT:
             raise AssertionError(f"GGUFWriter aligns to {w.data_alignment}, size.py assumes {ALIGNMENT}")

@@ -120,20 +120,26 @@ def tokenizer_values(ckpt) -> dict:
     return values
 
 
+def write_metadata(writer, kv: dict, plan: list[Planned]) -> None:
+    """Header, key/values and every tensor's info (no data) through a GGUFWriter: what writes a file here and
+    what size.py measures, so the two cannot differ."""
+    for key, value in kv.items():
+        writer.add_key_value(key, value.value, value.type, value.sub_type)
+    for p in plan:
+        # raw_dtype gives the GGML type; a non-uint8 dtype keeps `shape` as the element shape
+        writer.add_tensor_info(p.name, p.shape, np.float32, dtypes.nbytes(p.shape, p.qtype), raw_dtype=p.qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+
+
 def _write(ckpt, path: Path, arch: str, kv: dict, plan: list[Planned]) -> Path:
     """Declare every tensor, write header + key/values + tensor infos, then stream the data (module docstring)."""
     gguf = require("gguf", "gguf")
     partial_path = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(partial_path, arch)
     try:
-        for key, value in kv.items():
-            writer.add_key_value(key, value.value, value.type, value.sub_type)
-        for p in plan:
-            # raw_dtype gives the GGML type; a non-uint8 dtype keeps `shape` as the element shape
-            writer.add_tensor_info(p.name, p.shape, np.float32, dtypes.nbytes(p.shape, p.qtype), raw_dtype=p.qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
+        write_metadata(writer, kv, plan)
         for p in plan:
             tensor = p.transform(read_tensors(ckpt, [p.source])[p.source])
             writer.write_tensor_data(dtypes.encode(tensor, p.qtype))
