@@ -13,23 +13,30 @@ from typing import Any, ClassVar
 
 from .errors import UsageError
 
-PRECISIONS = (None, "int8", "int4")  # what an optional target (lm_head, vision tower, projector) may ask for
+# What an optional target (lm_head, vision tower, projector) may ask for; "auto": gptq-mixed's allocation decides.
+PRECISIONS = (None, "int8", "int4", "auto")
 
 
 @dataclass(frozen=True)
-class _GptqFields:
-    """Fields of the GPTQ schemes. act_group_aware: GPTQModel's group-aware reordering (keeps the plain g_idx
-    layout); desc_act: act-order (g_idx permuted, slower kernels); damp_percent: Hessian dampening (fraction
-    of its mean diagonal)."""
+class _GptqSolverFields:
+    """Settings of GPTQModel's solver shared by every GPTQ scheme. act_group_aware: GPTQModel's group-aware
+    reordering (keeps the plain g_idx layout); desc_act: act-order (g_idx permuted, slower kernels);
+    damp_percent: Hessian dampening (fraction of its mean diagonal)."""
 
-    bits: int = 4
-    group_size: int = 128
     sym: bool = True
     desc_act: bool = False
     act_group_aware: bool = True
     damp_percent: float = 0.01
     block_size: int = 128
     true_sequential: bool = True
+
+
+@dataclass(frozen=True)
+class _GptqFields(_GptqSolverFields):
+    """Fields of the uniform GPTQ schemes: one bit width and group size for every quantized Linear."""
+
+    bits: int = 4
+    group_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,51 @@ class BnbNf4:
     compute_dtype: str = "bfloat16"
 
 
-SCHEME_CONFIGS: dict[str, type] = {c.name: c for c in (GptqInt4, GptqInt8, RtnInt4, RtnInt8, BnbInt8, BnbNf4)}
+BF16 = "bf16"  # the candidate setting "kept unquantized"
+
+
+@dataclass(frozen=True)
+class GptqMixed(_GptqSolverFields):
+    """Measured-sensitivity mixed precision (pixtral_quant/mixed): every decoder Linear and the lm_head is solved
+    by GPTQ at each candidate setting from one Hessian, then a knapsack picks one setting per Linear that
+    minimises the summed GPTQ loss under the budget; written as one compressed-tensors checkpoint.
+    candidates: "int<bits>-g<group>" (group -1: per channel), and "bf16" to allow keeping a Linear unquantized
+    (by default the largest allocation is all INT8; bf16 is the reference every loss is measured from); max_size: checkpoint bytes on disk
+    ("6.5GB", "4GiB"); fit: the GPU memory `plan` must fit (its exact byte model) with `context` tokens and
+    `images` images (None: plan's workload defaults); one of max_size / fit is required. fisher_samples:
+    calibration samples whose backward pass gives the output-channel Fisher the losses are weighted by
+    (mixed/fisher.py). allocation: module →
+    setting: convert writes the one it chose into the manifest's recipe; a recipe giving it is used as is."""
+
+    name: ClassVar[str] = "gptq-mixed"
+    candidates: tuple = ("int4-g128", "int4-g64", "int4-g32", "int8-g128")
+    max_size: str | None = None
+    fit: str | None = None
+    context: int | None = None
+    images: int | None = None
+    fisher_samples: int = 8
+    allocation: dict | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "candidates", tuple(self.candidates))  # YAML gives a list
+
+
+def parse_setting(label: str) -> tuple[int, int] | None:
+    """'int4-g128' → (4, 128), 'int8-g-1' → (8, -1), 'bf16' → None; ValueError for anything else."""
+    if label == BF16:
+        return None
+    bits, sep, group = label.removeprefix("int").partition("-g")
+    if not (label.startswith("int") and sep and bits.isdigit() and group.lstrip("-").isdigit()):
+        raise ValueError(f"not a setting: {label!r}")
+    return int(bits), int(group)
+
+
+def setting_label(bits: int, group_size: int) -> str:
+    return f"int{bits}-g{group_size}"
+
+
+SCHEME_CONFIGS: dict[str, type] = {c.name: c for c in (GptqInt4, GptqInt8, RtnInt4, RtnInt8, BnbInt8, BnbNf4,
+                                                        GptqMixed)}
 
 
 @dataclass(frozen=True)
@@ -117,7 +168,8 @@ SCHEME_FAMILIES: dict[str, tuple[type, str]] = {GGUF_PREFIX: (Gguf, "type")}
 @dataclass(frozen=True)
 class Targets:
     """Which Linears are quantized. decoder: every Linear of the text decoder. lm_head / vision_tower /
-    projector: None (kept bf16) or a precision ('int8', 'int4') where the scheme supports it (plan.py)."""
+    projector: None (kept bf16) or a precision ('int8', 'int4'; 'auto' for gptq-mixed: the allocation picks its
+    setting) where the scheme supports it (plan.py)."""
 
     decoder: bool = True
     lm_head: str | None = None
@@ -272,7 +324,7 @@ def _gguf_mmproj_types() -> tuple[str, ...]:
 
 
 # Types of the optional fields (default None), by annotation: their default cannot say what they take.
-OPTIONAL_KINDS = {"float | None": float, "int | None": int, "str | None": str}
+OPTIONAL_KINDS = {"float | None": float, "int | None": int, "str | None": str, "dict | None": dict}
 # Values a field accepts beyond its type (field name → (test, what to write)); the libraries would fail later.
 LIMITS = {
     "damp_percent": (lambda v: 0 < v < 1, "a fraction of the mean Hessian diagonal in (0, 1), e.g. 0.01"),
@@ -281,12 +333,36 @@ LIMITS = {
     "max_tokens": (lambda v: v > 0, "at least 1"),
     "type": (lambda v: v in _gguf_types(), "a llama.cpp file type: " + ", ".join(_gguf_types())),
     "mmproj_type": (lambda v: v in _gguf_mmproj_types(), "one of " + ", ".join(_gguf_mmproj_types())),
+    "candidates": (lambda v: len(v) > 0 and all(_is_candidate(c) for c in v),
+                   "settings such as int4-g128, int4-g64, int4-g32, int8-g128 (bits 4 or 8) and bf16"),
+    "max_size": (lambda v: _is_size(v), "a size such as 6.5GB or 4GiB"),
+    "fit": (lambda v: _is_size(v), "a GPU memory size such as 8GiB or 24GiB"),
+    "context": (lambda v: v > 0, "at least 1 token"),
+    "fisher_samples": (lambda v: v > 0, "at least 1 sample"),
+    "images": (lambda v: v >= 0, "0 or more images"),
 }
+
+
+def _is_candidate(label) -> bool:
+    try:
+        setting = parse_setting(label) if isinstance(label, str) else ()
+    except ValueError:
+        return False
+    return setting is None or setting[0] in (4, 8) and (setting[1] == -1 or setting[1] > 0)
+
+
+def _is_size(text: str) -> bool:
+    from .memory.units import parse_size
+
+    try:
+        return parse_size(text) > 0
+    except UsageError:
+        return False
 
 
 def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:
     default = f.default if f.default is not dataclasses.MISSING else None
-    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple, list)}
     if value is None:
         if default is not None:
             raise UsageError("must not be null", where=where, fix=f"give a value like {default!r}")
@@ -349,14 +425,16 @@ def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
     return Recipe(scheme=scheme, **sections, **kwargs)
 
 
-def with_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "command line") -> Recipe:
+def with_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "command line",
+                   clear: bool = False) -> Recipe:
     """Recipe with dotted-key overrides applied, e.g. {'calibration.num_samples': 8, 'scheme.group_size': 64,
-    'scheme': 'rtn-int4'}. A new scheme name resets the scheme's options to its defaults first."""
+    'scheme': 'rtn-int4'}. A new scheme name resets the scheme's options to its defaults first. A None value is
+    skipped, or with clear=True sets the field to None."""
     raw = recipe.to_dict()
     if "scheme" in overrides:
         raw["scheme"] = {"name": overrides["scheme"]}
     for key, value in overrides.items():
-        if key == "scheme" or value is None:
+        if key == "scheme" or value is None and not clear:
             continue
         section, _, leaf = key.partition(".")
         if not leaf or section not in raw or not isinstance(raw[section], dict):

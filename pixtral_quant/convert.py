@@ -93,7 +93,8 @@ def compute_setup() -> tuple[torch.device, torch.dtype]:
 # handler.exporter → "module:function" writing the output (lazy: the GGUF one needs the `gguf` package).
 # Each takes (ckpt, recipe, handler, out, resume, reporter) and returns a ConvertResult once OUT is in place.
 EXPORTERS = {"checkpoint": "pixtral_quant.convert:export_checkpoint",
-             "gguf": "pixtral_quant.export.gguf.export:export_gguf"}
+             "gguf": "pixtral_quant.export.gguf.export:export_gguf",
+             "mixed": "pixtral_quant.export.mixed:export_mixed"}
 
 
 def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = False, resume: bool = False,
@@ -128,7 +129,7 @@ def export_checkpoint(ckpt, recipe, handler, out: Path, resume: bool, reporter: 
     reporter.log(render(plan))  # after every input is checked: for bad input the error is all that is printed
     tmp = atomic.partial_dir(out, resume, keep=journal_dir)
     try:
-        journal = _journal(tmp, ckpt, recipe, cset, resume)
+        journal = open_journal(tmp, ckpt, recipe, cset, resume)
         result = _write(ckpt, recipe, plan, handler, cset, tmp, journal, reporter)
     except BaseException as exc:
         after_failure(exc, tmp, resume, reporter)
@@ -178,7 +179,7 @@ def check_free_disk(out: Path, need: int, what: str) -> None:
                          fix="free disk space or choose an --out on a larger file system")
 
 
-def _journal(tmp: Path, ckpt, recipe, cset, resume: bool) -> Journal:
+def open_journal(tmp: Path, ckpt, recipe, cset, resume: bool) -> Journal:
     """The resume journal of this conversion: what identifies it is the recipe, the source files and the
     calibration content."""
     fingerprint = {"recipe": recipe.to_dict(), "model": str(ckpt.source),
@@ -198,7 +199,7 @@ def _write(ckpt, recipe, plan: Plan, handler, cset, tmp: Path, journal: Journal,
     """Every unit of work into the journal (skipping those a previous run finished), then the shards from it."""
     result = ConvertResult(tmp, plan, calibration_hash=cset.content_hash if cset is not None else None)
     if handler.needs_calibration:
-        _calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, journal, reporter, result)
+        calibrated_layers(ckpt, plan, handler, cset, recipe, tmp, journal, reporter, result)
     else:
         _data_free_layers(ckpt, plan, handler, journal, reporter)
     done: set[str] = set()
@@ -209,11 +210,11 @@ def _write(ckpt, recipe, plan: Plan, handler, cset, tmp: Path, journal: Journal,
     plan.check_done(done)
     checkpoint.write_config(ckpt.config, handler.quantization_config(plan), tmp)
     side = checkpoint.copy_side_files(ckpt.path, tmp, ckpt.config)
-    manifest.write_manifest(tmp, _manifest_body(ckpt, recipe, plan, result, side))
+    manifest.write_manifest(tmp, manifest_body(ckpt, recipe, plan, result, side))
     return result
 
 
-def _manifest_body(ckpt, recipe, plan: Plan, result: ConvertResult, side: list[str]) -> dict:
+def manifest_body(ckpt, recipe, plan: Plan, result: ConvertResult, side: list[str]) -> dict:
     stats = result.stats
     return {
         "tool": "pixtral-quant convert",
@@ -283,7 +284,7 @@ def _data_free_layers(ckpt, plan: Plan, handler, journal: Journal, reporter: Rep
     reporter.done()
 
 
-def _calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journal: Journal, reporter: Reporter,
+def calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journal: Journal, reporter: Reporter,
                        result: ConvertResult) -> None:
     """capture.py's sequential loop; each finished layer (and the lm_head) goes to the journal. Layers an
     interrupted run finished are replayed from it (their saved weights, no solve) to rebuild the activations."""

@@ -35,12 +35,16 @@ FRAGMENTS = {"lm_head": ("lm_head", "language_model.lm_head"),
 # bnb-nf4: one quant type per model.
 OPTIONAL_SUPPORT = {"bnb-int8": {"lm_head": "int8", "vision_tower": "int8", "projector": "int8"},
                     "gptq-int4": {"lm_head": "int4"}, "gptq-int8": {"lm_head": "int8"},
-                    "rtn-int4": {"lm_head": "int4"}, "rtn-int8": {"lm_head": "int8"}}
+                    "rtn-int4": {"lm_head": "int4"}, "rtn-int8": {"lm_head": "int8"},
+                    "gptq-mixed": {"lm_head": "auto"}}
 # Why an optional target's method differs from the scheme's name (shown in the plan's reason column).
 METHOD_NOTES = {("gptq-int4", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
                 ("gptq-int8", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
                 ("rtn-int4", "lm_head"): "round-to-nearest", ("rtn-int8", "lm_head"): "round-to-nearest",
-                ("bnb-int8", "lm_head"): "transformers loads it; vLLM cannot (docs/vllm.md): keep bf16 for vLLM"}
+                ("bnb-int8", "lm_head"): "transformers loads it; vLLM cannot (docs/vllm.md): keep bf16 for vLLM",
+                ("gptq-mixed", "lm_head"): "GPTQ at every candidate after the last layer; the allocation picks"}
+# Why a decoder Linear is quantized, per scheme (the default: "decoder Linear").
+DECODER_REASONS = {"gptq-mixed": "decoder Linear: GPTQ at every candidate, the allocation picks"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ def _decide(component: str, targets, scheme: str) -> tuple[bool, str]:
     """(quantize?, why) for one Linear of `component`."""
     wanted = getattr(targets, component)
     if component == "decoder":
-        return (True, "decoder Linear") if wanted else (False, "targets.decoder is false")
+        return (True, DECODER_REASONS.get(scheme, "decoder Linear")) if wanted else (False, "targets.decoder is false")
     if wanted is None:
         return False, f"{component} stays bf16 (targets.{component} not set)"
     supported = OPTIONAL_SUPPORT.get(scheme, {}).get(component)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import Recipe, recipe_from_dict
 from .errors import InputError
+from .export.manifest import MANIFEST
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 DEFAULT_RECIPE = "tiny-gptq-int4"  # what `pixtral-quant convert` with no arguments runs
@@ -34,9 +35,12 @@ def recipe_path(spec: str | Path) -> Path:
 
 
 def load_recipe(spec: str | Path) -> Recipe:
-    """Parse a recipe file (or shipped name); InputError for bad YAML, UsageError for unknown keys."""
+    """Parse a recipe file (or shipped name, or a converted checkpoint's folder: the recipe its manifest.json
+    recorded, e.g. gptq-mixed with its allocation); InputError for bad YAML, UsageError for unknown keys."""
     import yaml
 
+    if (Path(spec) / MANIFEST).is_file():
+        return _manifest_recipe(Path(spec) / MANIFEST)
     path = recipe_path(spec)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -46,3 +50,14 @@ def load_recipe(spec: str | Path) -> Recipe:
     if isinstance(raw, dict):
         raw.setdefault("name", path.stem)
     return recipe_from_dict(raw, where=str(path))
+
+
+def _manifest_recipe(path: Path) -> Recipe:
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))["recipe"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"no recipe in this manifest ({exc})", where=path,
+                         fix="pass a converted folder whose manifest.json convert wrote, or a recipe .yaml") from None
+    return recipe_from_dict(raw, where=f"{path}: recipe")

@@ -15,6 +15,7 @@ from pixtral_quant.schemes.registry import scheme_names
 
 CLI = [sys.executable, "-c", "import sys; from pixtral_quant.cli import main; sys.exit(main())"]
 CALIBRATED = ["--calibration", "tiny", "--num-samples", "16"]
+BUDGETS = {"gptq-mixed": ["--max-size", "37.5MB"]}  # a budget that makes a real mix (tests/test_mixed.py)
 
 
 def files(folder: Path) -> dict[str, str]:
@@ -24,7 +25,7 @@ def files(folder: Path) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", scheme_names())
 def test_two_processes_with_1_and_2_threads_write_the_same_bytes(tiny_model_dir, tmp_path, scheme):
-    extra = CALIBRATED if scheme.startswith("gptq") else []
+    extra = (CALIBRATED if scheme.startswith("gptq") else []) + BUDGETS.get(scheme, [])
     procs = {}
     for threads in (1, 2):  # both at once: two processes, each with its own thread count
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

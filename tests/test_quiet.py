@@ -23,6 +23,7 @@ MARKERS = (
     "Warning:",  # Python warnings (FutureWarning: is_gradient_checkpointing ...)
     "loss_type=None",  # transformers' config warning
     "Loading weights",  # transformers' tqdm bar
+    "ompressing model",  # compressed-tensors' bars when transformers loads a gptq-mixed checkpoint
     "Traceback",
 )
 CLI = [sys.executable, "-c", "import sys; from pixtral_quant.cli import main; sys.exit(main())"]
@@ -73,6 +74,21 @@ def test_validate_is_quiet(rtn_out, tmp_path):
     assert noise(stdout, stderr) == []
     assert "PASS" in stdout + stderr
     assert json.loads((tmp_path / "r" / "report.json").read_text())["passed"] is True
+
+
+def test_mixed_convert_and_validate_are_quiet(tmp_path):
+    """gptq-mixed: the knapsack's solver, compressed-tensors' packing on the way out and its decompression bars
+    when transformers loads the checkpoint back, all quiet; --verbose shows the bars (the check can fail)."""
+    out = tmp_path / "mixed"
+    rc, stdout, stderr = run("convert", "--recipe", "tiny-gptq-mixed", "--num-samples", "2", "--out", str(out))
+    assert rc == 0, stderr
+    assert noise(stdout, stderr) == [] and stdout == ""
+    args = ("validate", "--candidate", str(out), "--num-samples", "2", "--max-new-tokens", "2")
+    rc, stdout, stderr = run(*args)
+    assert rc in (0, 1), stderr
+    assert noise(stdout, stderr) == []
+    rc, stdout, stderr = run("--verbose", *args)
+    assert "ompressing model" in stdout + stderr
 
 
 def test_bench_quiet_then_verbose(rtn_out):

@@ -183,6 +183,8 @@ def _render(report: dict) -> None:
     console.print(f"peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}), limit "
                   f"{fmt_bytes(report['limit_bytes'])}: {verdict}; host memory for CPU-placed weights "
                   f"{fmt_bytes(report['host_bytes'])}; longest context that fits: {report['max_context']}")
+    for note in report.get("notes", []):
+        console.print(f"note: {note}")
     for key, title in (("proposal", "cheapest change"), ("proposal_supported_today", "cheapest with today's convert")):
         if report[key]:
             p = report[key]

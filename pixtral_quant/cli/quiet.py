@@ -23,6 +23,7 @@ ENV = {
     "GPTQMODEL_DISABLE_GIL_WARNING": "1",  # gptqmodel/utils/__init__.py: the "Python GIL is enabled" warning
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" tqdm bar (not a logging call)
     "TRANSFORMERS_VERBOSITY": "error",  # transformers resets its own logger level from this at import
+    "TQDM_DISABLE": "1",  # compressed-tensors' "Compressing/Decompressing model" bars (tqdm reads it at import)
 }
 
 

@@ -87,6 +87,9 @@ FIXES = {
     "Marlin does not support weight_bits = uint8b128":
         "vLLM's CPU build runs GPTQ with 4 bits only (CPUWNA16); serve gptq-int8 on a CUDA GPU, or convert "
         "with gptq-int4",
+    "Quant type (uint8b128) not supported by CPUWNA16":
+        "vLLM's CPU build runs compressed-tensors weights at INT4 only (CPUWNA16); serve a gptq-mixed checkpoint "
+        "with INT8 Linears on a CUDA GPU, or give gptq-mixed INT4 candidates only for CPU serving",
     "preprocessor_config.json":
         "the checkpoint lacks the Hugging Face processor files; convert it again with this version of "
         "pixtral-quant (it writes them)",

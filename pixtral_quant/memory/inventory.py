@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import BF16
 from ..loading.arch import component_of, config_dtype, meta_model
 from ..plan import component_of as target_of
 from .storage import DTYPE_BYTES, Format, dense, format_for, linear_tensors
@@ -86,11 +87,37 @@ def _component(name: str) -> str:
 
 
 def linear_format(lin: LinearShape, recipe, dtype: str) -> Format:
-    """The format the recipe gives one Linear."""
+    """The format the recipe gives one Linear (gptq-mixed: the one its allocation chose)."""
+    allocation = getattr(recipe.scheme, "allocation", None)
+    if allocation is not None:
+        from ..mixed.budget import setting_format
+
+        return setting_format(allocation.get(lin.name, BF16), dtype)
+    if hasattr(recipe.scheme, "allocation"):
+        return _smallest_candidate(lin, recipe, dtype)
     wanted = recipe.targets.decoder if lin.target == "decoder" else getattr(recipe.targets, lin.target)
     if not wanted:
         return dense(dtype)
     return format_for(recipe.scheme, None if lin.target == "decoder" else wanted, dtype)
+
+
+def _smallest_candidate(lin: LinearShape, recipe, dtype: str) -> Format:
+    """gptq-mixed before convert chose: a planned Linear at its smallest candidate (the floor the allocation
+    starts from; convert fills the budget above it), the others as the targets say (bf16)."""
+    from ..mixed.budget import setting_bytes, setting_format
+
+    targeted = recipe.targets.decoder if lin.target == "decoder" else getattr(recipe.targets, lin.target) == "auto"
+    if not targeted:
+        return dense(dtype)
+    fitting = [c for c in recipe.scheme.candidates if _divides(c, lin.in_features)]
+    return setting_format(min(fitting, key=lambda c: setting_bytes(c, lin, dtype)), dtype)
+
+
+def _divides(label: str, in_features: int) -> bool:
+    from ..config import parse_setting
+
+    setting = parse_setting(label)
+    return setting is None or setting[1] == -1 or in_features % setting[1] == 0
 
 
 def inventory(shapes: ModelShapes, recipe) -> list[Item]:

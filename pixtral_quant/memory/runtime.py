@@ -80,12 +80,13 @@ def _no_transient(in_f: int, out_f: int, tokens: int) -> int:
 
 
 # Format kind → extra bytes one quantized Linear call allocates for `tokens` inputs.
-# gptq: Marlin/Machete-style fused kernels dequantize in registers (a small workspace only);
+# gptq, ct-pack: Marlin/Machete-style fused kernels dequantize in registers (a small workspace only);
 # bnb-int8: int8 copy of the input and an int32 accumulator [tokens, out];
 # bnb-nf4: prefill dequantizes the whole weight to the compute dtype before the matmul.
 KERNEL_TRANSIENT: dict[str, Callable[[int, int, int], int]] = {
     "dense": _no_transient,
     "gptq": _no_transient,
+    "ct-pack": _no_transient,  # vLLM runs pack-quantized W4A16/W8A16 through the same Marlin/Machete kernels
     "bnb-int8": lambda in_f, out_f, t: t * in_f + 4 * t * out_f,
     "bnb-nf4": lambda in_f, out_f, t: 2 * in_f * out_f,
 }

@@ -71,6 +71,9 @@ class Target:
 SHIPPED_TARGETS: dict[str, Target] = {
     "pixtral-12b-int4": Target("8GiB", Workload(), Placement(embeddings="cpu", vision="offload")),
     "pixtral-12b-int8": Target("14GiB", Workload(), Placement(embeddings="cpu", vision="offload")),
+    # gptq-mixed: the same promises; convert --fit picks the allocation that fills them (mixed/budget.py)
+    "pixtral-12b-mixed-8gib": Target("8GiB", Workload(), Placement(embeddings="cpu", vision="offload")),
+    "pixtral-12b-mixed-14gib": Target("14GiB", Workload(), Placement(embeddings="cpu", vision="offload")),
     "pixtral-large-int4": Target("80GiB", Workload(context=8192), Placement(), model="pixtral-large"),
     # llama.cpp places the GGUF itself (memory/llamacpp.py): token_embd on the host, the mmproj on the GPU
     "pixtral-12b-gguf-q4_k_m": Target("8GiB", Workload()),

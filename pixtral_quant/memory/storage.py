@@ -4,6 +4,9 @@ Formats (what convert writes, see schemes/ and /work/shared/notes/formats.md):
 - dense:    weight [out, in] in the model dtype (+ bias [out])
 - gptq:     GPTQ v1 — qweight int32 [in·bits/32, out], qzeros int32 [groups, out·bits/32], scales float16
             [groups, out], g_idx int32 [in] (+ bias float16 [out]); groups = in / group_size (1 for -1)
+- ct-pack:  compressed-tensors pack-quantized, symmetric (export/compressed.py) — weight_packed int32
+            [out, ceil(in / (32 // bits))], weight_scale in the model dtype [out, groups], weight_shape int64 [2]
+            (+ bias in the model dtype)
 - bnb-int8: weight int8 [out, in], SCB float32 [out], weight_format uint8 [] (+ bias)
 - bnb-nf4:  weight uint8 [ceil(out·in/2), 1], absmax (uint8 [blocks] with double quant, else float32),
             quant_map float32 [16], with double quant nested_absmax float32 [ceil(blocks/256)] and
@@ -39,8 +42,9 @@ class Stored:
 
 @dataclass(frozen=True)
 class Format:
-    """How one Linear is stored. kind: a key of FORMAT_TENSORS; bits/group_size for gptq; blocksize,
-    double_quant and compute_dtype for bnb-nf4; dtype: the dtype of dense weights and bnb biases."""
+    """How one Linear is stored. kind: a key of FORMAT_TENSORS; bits/group_size for gptq and ct-pack; blocksize,
+    double_quant and compute_dtype for bnb-nf4; dtype: the dtype of dense weights, bnb biases and ct-pack scales
+    and biases."""
 
     kind: str
     bits: int = 16
@@ -52,7 +56,8 @@ class Format:
 
     @property
     def label(self) -> str:
-        labels = {"dense": self.dtype, "gptq": f"gptq int{self.bits} g{self.group_size}", "bnb-int8": "bnb int8",
+        labels = {"dense": self.dtype, "gptq": f"gptq int{self.bits} g{self.group_size}",
+                  "ct-pack": f"ct int{self.bits} g{self.group_size}", "bnb-int8": "bnb int8",
                   "bnb-nf4": f"bnb nf4 b{self.blocksize}" + (" dq" if self.double_quant else "")}
         return labels[self.kind]
 
@@ -77,6 +82,20 @@ def gptq_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]
            Stored("scales", "float16", (groups, out_f)),
            Stored("g_idx", "int32", (in_f,))]
     return out + (_bias(fmt, out_f, "float16") if bias else [])
+
+
+def ct_pack_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
+    """compressed-tensors pack-quantized (symmetric: no zero point): weight_packed int32
+    [out, ceil(in / (32 // bits))] (pack_to_int32: 32 // bits values a word, the last word padded), weight_scale
+    fmt.dtype [out, groups], weight_shape int64 [2] (+ bias in fmt.dtype). ValueError for a group size not
+    dividing in."""
+    if fmt.group_size != -1 and in_f % fmt.group_size:
+        raise ValueError(f"group size {fmt.group_size} does not divide in_features {in_f}")
+    groups = 1 if fmt.group_size == -1 else in_f // fmt.group_size
+    out = [Stored("weight_packed", "int32", (out_f, -(-in_f // (32 // fmt.bits)))),
+           Stored("weight_scale", fmt.dtype, (out_f, groups)),
+           Stored("weight_shape", "int64", (2,))]
+    return out + (_bias(fmt, out_f, fmt.dtype) if bias else [])
 
 
 def bnb_int8_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
@@ -110,7 +129,8 @@ def nf4_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:
 
 
 FORMAT_TENSORS: dict[str, Callable[[Format, int, int, bool], list[Stored]]] = {
-    "dense": dense_tensors, "gptq": gptq_tensors, "bnb-int8": bnb_int8_tensors, "bnb-nf4": nf4_tensors}
+    "dense": dense_tensors, "gptq": gptq_tensors, "ct-pack": ct_pack_tensors, "bnb-int8": bnb_int8_tensors,
+    "bnb-nf4": nf4_tensors}
 
 
 def linear_tensors(fmt: Format, in_f: int, out_f: int, bias: bool = False) -> list[Stored]:

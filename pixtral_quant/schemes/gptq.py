@@ -24,7 +24,7 @@ def group_aware(config) -> bool:
 
 
 @contextlib.contextmanager
-def _one_thread_on_cpu(device: torch.device):
+def one_thread_on_cpu(device: torch.device):
     """Run the block with one torch thread when it computes on the CPU. Why: the Hessian update is Xᵀ·X, a
     reduction over the T tokens that CPU BLAS splits among its threads, so its float32 sum (and from it every
     GPTQ integer) depended on torch.get_num_threads(); with one thread the checkpoint is the same bytes on any
@@ -61,21 +61,28 @@ class GptqSolver:
 
     def add_batch(self, x: torch.Tensor) -> None:
         """x: the Linear's input for one sample, [1, T, in] (any float dtype)."""
-        with _one_thread_on_cpu(x.device):
+        with one_thread_on_cpu(x.device):
             self.task.add_batch(x.detach(), None)
+
+    def solve(self) -> tuple[intquant.IntQuantized, float, torch.Tensor]:
+        """(the integers, GPTQModel's average loss, dequantized weight float32 [out, in]). The loss is
+        GPTQModel's Σ (w − q)² / [H⁻¹]_jj / 2 over the weights, divided by the calibration tokens: the increase of
+        this Linear's squared output error per token that the quantization causes (the OBS estimate)."""
+        with one_thread_on_cpu(self.task.module.weight.device):
+            q, scale, zero, g_idx, _, avg_loss, _, _ = self.task.quantize(blocksize=self.config.block_size)
+        q, scale, zero, g_idx = (t.detach().cpu() for t in (q, scale, zero, g_idx))
+        qt = intquant.from_dequantized(q.float(), scale, zero, g_idx, self.config.bits)
+        self.task.free()
+        return qt, float(avg_loss), q.float()
 
     def finish(self) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
         """(GPTQ v1 tensors, GPTQModel's average loss, dequantized weight float32 [out, in]). Afterwards
         `self.restore` holds the float32 scale and zero [out, groups]: with the v1 tensors they give back the
         dequantized weight bit for bit (`restore_weight`), which a resumed conversion needs."""
-        with _one_thread_on_cpu(self.task.module.weight.device):
-            q, scale, zero, g_idx, _, avg_loss, _, _ = self.task.quantize(blocksize=self.config.block_size)
-        q, scale, zero, g_idx = (t.detach().cpu() for t in (q, scale, zero, g_idx))
-        qt = intquant.from_dequantized(q.float(), scale, zero, g_idx, self.config.bits)
+        qt, loss, dequantized = self.solve()
         self.restore = {"scale": qt.scale, "zero": qt.zero}
-        self.task.free()
         bias = None if self.bias is None else self.bias.cpu()
-        return intquant.to_gptq_v1(qt, bias), float(avg_loss), q.float()
+        return intquant.to_gptq_v1(qt, bias), loss, dequantized
 
 
 class GptqHandler:

@@ -17,14 +17,16 @@ from ..errors import UsageError
 
 
 def _handlers() -> dict[type, type]:
-    from ..config import BnbInt8, BnbNf4, Gguf, GptqInt4, GptqInt8, RtnInt4, RtnInt8
+    from ..config import BnbInt8, BnbNf4, Gguf, GptqInt4, GptqInt8, GptqMixed, RtnInt4, RtnInt8
     from .bnb import BnbInt8Handler, BnbNf4Handler
     from .gguf import GgufHandler
     from .gptq import GptqHandler
+    from .gptq_mixed import GptqMixedHandler
     from .rtn import RtnHandler
 
     return {GptqInt4: GptqHandler, GptqInt8: GptqHandler, RtnInt4: RtnHandler, RtnInt8: RtnHandler,
-            BnbInt8: BnbInt8Handler, BnbNf4: BnbNf4Handler, Gguf: GgufHandler}
+            BnbInt8: BnbInt8Handler, BnbNf4: BnbNf4Handler, Gguf: GgufHandler,
+            GptqMixed: GptqMixedHandler}
 
 
 def handler_for(scheme_config):

@@ -30,6 +30,8 @@ BITS_OF = {
     "gptq": lambda qc: int(qc["bits"]),
     "bitsandbytes": lambda qc: 4 if qc.get("load_in_4bit") else 8,
     "gguf": lambda qc: GGUF_BITS.get(qc["type"], 4),
+    # gptq-mixed: the narrowest setting of its config groups sets the bar (every group is at least that precise)
+    "compressed-tensors": lambda qc: min(int(g["weights"]["num_bits"]) for g in qc["config_groups"].values()),
 }
 # GGUF file type → the DEFAULT_THRESHOLDS row it is held to: unquantized 16, Q8_0 / Q6_K (≈ 6.6 bits per weight,
 # KL near INT8's) 8, every other type 4.

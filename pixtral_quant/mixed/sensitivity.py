@@ -1,0 +1,84 @@
+"""Sensitivity, measured: each Linear solved by GPTQ at every candidate setting, all from one Hessian.
+
+What the sensitivity is: GPTQModel's loss of the Linear at a setting, Σ_j (w_j − q_j)² / [H⁻¹]_jj / 2 over its
+weights divided by the calibration tokens, with H = 2·XᵀX of the Linear's inputs X on the calibration set
+(images in, through the full multimodal model). It is the Optimal-Brain-Surgeon estimate of how much the
+squared error of the Linear's output grows, per token, once its weights are quantized at that setting (after
+GPTQ's own error feedback); 0 for bf16. Why it predicts output error: the model's output moves by the sum of
+the Linears' output errors propagated forward, and for small, independent errors the final loss grows by a
+sum of their squared magnitudes — so the summed GPTQ loss is the additive objective the knapsack minimises
+(tests/test_mixed.py checks its ranking against the measured KL of quantizing one Linear alone).
+
+One Hessian per Linear: the inputs run through the model once; each candidate is a GPTQModel task that
+adopts a private copy of it (GPTQ.adopt_hessian_from), so four settings cost four solves, not four passes.
+The Linear keeps its bf16 weight for the rest of the calibration (the allocation is global and not known yet),
+so every layer is calibrated on the reference model's activations, as llama-imatrix does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..config import BF16, GptqInt4, GptqInt8, parse_setting
+from ..export import compressed
+from ..schemes.gptq import GptqSolver, one_thread_on_cpu
+
+TAG = "@"  # journal tensor names: f"{suffix}{TAG}{setting}" (every candidate is kept until the allocation)
+
+
+def setting_config(config, label: str):
+    """The uniform GPTQ config of `label` with the mixed config's solver fields."""
+    bits, group = parse_setting(label)
+    solver_fields = {k: getattr(config, k) for k in ("sym", "desc_act", "act_group_aware", "damp_percent",
+                                                     "block_size", "true_sequential")}
+    return replace({4: GptqInt4, 8: GptqInt8}[bits](), bits=bits, group_size=group, **solver_fields)
+
+
+ROWERR = "rowerr"  # per-row output error of a candidate, kept beside its tensors until the sensitivity is known
+
+
+def row_errors(weight: torch.Tensor, dequantized: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
+    """Mean squared output error per token of each output row: eᵢ·H·eᵢᵀ / 2 with e = weight − dequantized
+    (float [out, in]) and GPTQModel's H = (2/N)·Σₜ xₜxₜᵀ (float [in, in]) → float32 [out]."""
+    e = weight.float() - dequantized.float()
+    return ((e @ hessian.float()) * e).sum(1) / 2
+
+
+def weighted_loss(fisher: torch.Tensor, rowerr: torch.Tensor) -> float:
+    """The sensitivity: ½ Σ_c F_c · δ_c², the second-order growth of KL(ref‖cand) from an output error with
+    per-channel mean square rowerr [out] on channels of Fisher information fisher [out] (mixed/fisher.py)."""
+    return 0.5 * float((fisher.float() * rowerr.float()).sum())
+
+
+class MixedSolver:
+    """One Linear's candidates: add_batch(x) with its inputs, then finish() → (tensors of every candidate named
+    f"{suffix}@{setting}" plus f"rowerr@{setting}" (float32 [out], row_errors), {setting: GPTQModel's loss}, the
+    unchanged weight float32 [out, in])."""
+
+    def __init__(self, linear: torch.nn.Linear, config):
+        self.linear, self.config = linear, config
+        self.labels = [c for c in config.candidates if c != BF16]
+        self.leader = GptqSolver(linear, setting_config(config, self.labels[0]))
+        self.restore: dict[str, torch.Tensor] = {}
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        """x: the Linear's input for one sample, [1, T, in] (any float dtype)."""
+        self.leader.add_batch(x)
+
+    def finish(self) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
+        tensors, losses = {}, {}
+        bias = None if self.linear.bias is None else self.linear.bias.detach().cpu()
+        weight = self.linear.weight.detach().float()
+        self.leader.task.materialize_global_hessian()
+        hessian = self.leader.task.H
+        for label in self.labels:
+            solver = GptqSolver(self.linear, setting_config(self.config, label))
+            solver.task.adopt_hessian_from(self.leader.task)
+            qt, losses[label], dequantized = solver.solve()
+            tensors.update((f"{k}{TAG}{label}", v) for k, v in compressed.to_compressed(qt, bias).items())
+            with one_thread_on_cpu(weight.device):  # a reduction over `in`: the same float sums on any CPU count
+                tensors[f"{ROWERR}{TAG}{label}"] = row_errors(weight, dequantized.to(weight.device), hessian).cpu()
+        self.leader.task.free()
+        return tensors, losses, weight
