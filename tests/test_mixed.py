@@ -281,7 +281,7 @@ def test_budget_above_all_int8_gives_that_allocation_and_says_so(tmp_path):
 def test_fit_picks_the_least_loss_allocation_whose_plan_fits(tiny_model_dir):
     """--fit through plan's memory model: between the smallest and the all-INT8 allocation's peak, the answer fits
     the card's limit and no single upgrade of it would (the budget binds)."""
-    from pixtral_quant.export.mixed import Candidates, candidates_for, choose
+    from pixtral_quant.mixed.choose import Candidates, candidates_for, choose
     from pixtral_quant.loading import open_checkpoint
     from pixtral_quant.memory.inventory import model_shapes
     from pixtral_quant.mixed.budget import budget_for
@@ -309,7 +309,7 @@ def test_12b_fit_recipes_fill_their_card_at_real_shapes(recipe_name):
     """At Pixtral-12B's real shapes (config only), the shipped --fit recipes' budget is plan's peak on the promised
     card: the knapsack's allocation (sensitivities synthetic here: INT8 least, INT4 g32 < g64 < g128) fits the
     limit, fills it to within the smallest upgrade step, and is above the all-INT4 floor."""
-    from pixtral_quant.export.mixed import candidates_for, choose, smallest_allocation
+    from pixtral_quant.mixed.choose import candidates_for, choose, smallest_allocation
     from pixtral_quant.memory.inventory import model_shapes
     from pixtral_quant.memory.report import open_model
     from pixtral_quant.mixed.budget import budget_for

@@ -70,7 +70,7 @@ def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_siz
       pixtral-quant convert --model tiny --scheme gptq-mixed --max-size 30MB --out tiny-mixed   # per-Linear bits
       pixtral-quant convert --model /models/Pixtral-12B --scheme gptq-mixed --fit 8GiB --context 8192 --out p12-8g
     """
-    from ..config import Gguf, Recipe, with_overrides
+    from ..config import Recipe, with_overrides
     from ..convert import convert
     from ..errors import UsageError
     from ..recipes import DEFAULT_RECIPE, load_recipe

@@ -126,7 +126,7 @@ def _imatrix(ckpt, recipe, cset, tmp: Path, result, reporter):
 def gguf_plan(config, sizes, scheme):
     """plan.Plan of a GGUF output: every Linear with the GGML type its weight gets (llama.cpp's rules for the text
     model, ktypes.py; the mmproj's type for the vision side), so `render` and the summary show it."""
-    from ...plan import Entry, Plan, component_of, make_plan
+    from ...plan import Plan, component_of, make_plan
     from ...config import Recipe
     from .names import gguf_name, name_maps
 
