@@ -155,20 +155,44 @@ def data_dependent_bytes(model_dir, recipe) -> int:
     return JSON_FLOAT_SLACK * n + 8 if n else 0
 
 
-# CPU kernels that copy the quantized weights into a layout of their own at the first forward (gptqmodel's
-# TorchAtenLinear: aten's int4pack). transformers maps the checkpoint, so the pages the copy read stay resident as
-# file-backed RSS next to the anonymous copy: the quantized Linears count twice. Found by the full-size run (int4:
-# 16.78 GiB measured vs 8.46 predicted; int8's TorchLinear uses the mapped tensors as they are: 14.62 vs 14.50) and
-# checked on a 2-layer 12B-width int4 checkpoint: after one forward RssFile +0.60 GB and RssAnon +0.72 GB, the
-# quantized Linears being 0.55 GB (RssAnon/RssFile from /proc/self/status). The file-backed half is clean page cache
-# the kernel can reclaim under pressure, but RSS and VmHWM count it.
-REPACKING_KERNELS = ("TorchAtenLinear",)
+# CPU kernels that copy the quantized weights into a layout of their own at a Linear's first forward (gptqmodel's
+# TorchAtenLinear.transform_cpu, gptqmodel/nn_modules/qlinear/torch_aten_kernel.py: aten's int4pack), with the
+# bytes per weight that copy needs for a moment above what stays. Two terms, both measured (RssAnon/RssFile/VmHWM
+# from /proc/self/status around every transform_cpu call, 12B-width int4 checkpoints with an INT4 lm_head):
+# - mapped pages: transformers maps the checkpoint, so the pages the copy read stay resident as file-backed RSS
+#   next to the anonymous copy: the quantized Linears count twice (per layer, after the repack, +0.51 B/weight
+#   RssFile and +0.50 B/weight RssAnon; 2 -> 4 layers: peak +0.258 GiB per layer, the model says 0.264). Clean
+#   page cache the kernel could reclaim under pressure, but RSS and VmHWM count it.
+# - transient, 5 B/weight of the Linear being repacked: lines 187-193 unpack the int32 qweight (through an int32
+#   [in, out] shift result, freed at once) into uint8 codes, 195-200 reorder them into `weight`, uint8 [out, in]
+#   (1 B/weight), and line 201 `weight.int()` makes an int32 [out, in] copy (4 B/weight) for
+#   _convert_weight_to_int4pack_for_cpu while `weight` is still alive; the packed result (0.5 B/weight) is what
+#   stays. Linears repack one at a time, so only the largest counts: the INT4 lm_head, 5120 x 131072 at 12B
+#   (3.13 GiB; measured 3.10 GiB above the state after its repack at 2 and at 4 layers, 4.95 B/weight), else the
+#   largest decoder Linear (measured 4.95-5.0 B/weight on the 5120 x 14336 MLP Linears). It was the missing term
+#   of the full-size int4 run (16.67 GiB measured vs 14.11 predicted without it; 2 and 4 layers: 6.25 / 6.76 GiB
+#   vs 4.03 / 4.56), and the 2.2-2.6 GiB gap did not grow with depth.
+# int8 (TorchLinear) dequantizes per call from the mapped tensors as they are: neither term.
+REPACKING_KERNELS = {"TorchAtenLinear": 5}  # kernel -> transient bytes per weight of the largest repacked Linear
+
+
+def repack_transient(model, recipe, kernel: str | None) -> int:
+    """Bytes a repacking CPU kernel (REPACKING_KERNELS) allocates for a moment while it repacks the largest of
+    the recipe's GPTQ-format Linears of `model` (a directory, shipped name or config.json): bytes per weight x
+    in x out; 0 for any other kernel."""
+    from pixtral_quant.memory.inventory import format_shapes, model_shapes
+
+    if kernel not in REPACKING_KERNELS:
+        return 0
+    shapes = format_shapes(model_shapes(config_of(model)), recipe).get("gptq", [])
+    return REPACKING_KERNELS[kernel] * max((i * o for i, o in shapes), default=0)
 
 
 def host_prediction(model, recipe, workload: Workload, baseline: int, kernel: str | None = None) -> dict:
     """The plan's peak with every component on the device (on a CPU-only machine that device is host memory)
     plus the import baseline: the host-side prediction of loading and generating on the CPU; for a repacking
-    CPU kernel (REPACKING_KERNELS) plus the quantized Linears' bytes once more (their mapped pages)."""
+    CPU kernel (REPACKING_KERNELS) plus the quantized Linears' bytes once more (their mapped pages) and the
+    transient of repacking the largest of them (repack_transient)."""
     from pixtral_quant.memory import memory_report
 
     r = memory_report(model, recipe, workload=asdict(workload),
@@ -176,8 +200,10 @@ def host_prediction(model, recipe, workload: Workload, baseline: int, kernel: st
     quantized = r["weights"]["decoder_linears"]["bytes"] + (r["weights"]["lm_head"]["bytes"]
                                                             if recipe.targets.lm_head else 0)
     repack = quantized if kernel in REPACKING_KERNELS else 0
+    transient = repack_transient(model, recipe, kernel)
     return {"plan_peak_bytes": r["peak_bytes"], "plan_peak_phase": r["peak_phase"], "baseline_rss": baseline,
-            "repack_file_pages": repack, "predicted_peak_rss": baseline + r["peak_bytes"] + repack,
+            "repack_file_pages": repack, "repack_transient": transient,
+            "predicted_peak_rss": baseline + r["peak_bytes"] + repack + transient,
             "weights_bytes": sum(w["bytes"] for w in r["weights"].values())}
 
 
@@ -383,6 +409,22 @@ def generate_measured(run: Run, key: str, checkpoint: Path, *, full_model: str |
     return out
 
 
+def repredict(report: dict, mode: Mode) -> None:
+    """Recompute each recorded full-size load/generate prediction (int4 / int8 / nf4) with the current model, from
+    the stage's measured import baseline and kernel: the prediction is a function of the model's config and the
+    recipe (the checkpoint itself is deleted after its stage), so a fixed model re-scores the old measurement.
+    Measurements are not touched."""
+    rs = recipes(mode)
+    for key in ("int4", "int8", "nf4"):
+        gen = report["stages"].get(key, {}).get("generate")
+        if gen is None:
+            continue
+        m = gen["measured"]
+        gen["predicted"] = host_prediction(mode.model, rs[key], mode.workload, m["baseline_rss"],
+                                           m["result"]["kernel"])
+        gen["rss"] = verdict(m["peak"], gen["predicted"]["predicted_peak_rss"], None)
+
+
 def scheme_stage(run: Run, key: str, load: bool) -> dict:
     """Convert the full-size source with one scheme (then load and generate); the checkpoint is deleted after."""
     synth = ensure_source(run)
@@ -406,6 +448,7 @@ def gptq_stage(run: Run) -> dict:
     runs = {}
     for n in mode.gptq_layers:
         model_dir, out = run.path(f"gptq-model-{n}"), run.path(f"gptq-out-{n}")
+        run.drop(model_dir.name, out.name)  # what a killed earlier run left (synth refuses a non-empty folder)
         try:
             synth = synth_here(mode.model, model_dir, n, mode.outliers)
             conv = convert_measured(run, "gptq", model_dir, out, model=mode.model, layers=n, timing=True)
@@ -477,6 +520,7 @@ def large_stage(run: Run) -> dict:
 
     mode, recipe = run.mode, run.recipes["large"]
     model_dir, out = run.path("large-model"), run.path("large-out")
+    run.drop(model_dir.name, out.name)  # what a killed earlier run left (synth refuses a non-empty folder)
     try:
         synth = synth_here(mode.large, model_dir, mode.large_layers)
         conv = convert_measured(run, "large", model_dir, out, model=mode.large, layers=mode.large_layers)
@@ -542,8 +586,16 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="ignore the existing JSON (default: keep its ok stages)")
     ap.add_argument("--keep", action="store_true", help="keep the synthesized source at the end")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--repredict", action="store_true", help="run no stage: recompute the load/generate predictions "
+                    "of the recorded stages from what they measured (import baseline, kernel), after a fix of the "
+                    "model, and rewrite the report")
     args = ap.parse_args(argv)
     mode = TINY if args.tiny else Mode()
+    if args.repredict:
+        report = previous(args.out, mode, fresh=False)
+        repredict(report, mode)
+        write_reports(report, args.out)
+        return 0
     with tempfile.TemporaryDirectory(prefix="full-size-") as tmp:
         work = args.work or (Path(tmp) if args.tiny else Path("/tmp/full-size-cpu"))
         work.mkdir(parents=True, exist_ok=True)

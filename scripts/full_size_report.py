@@ -152,7 +152,7 @@ def _generation_row(label: str, g: dict, tiny: bool) -> str:
 
 
 GENERATE_HEAD = ["| checkpoint | kernel | load | RSS after load | peak RSS (tree) | predicted (baseline + plan, all "
-                 "on the device, + mapped pages of a repacking kernel) | measured / predicted | within 15 % | prompt tokens | prefill | tok/s | decode "
+                 "on the device, + a repacking kernel's mapped pages and largest repack transient) | measured / predicted | within 15 % | prompt tokens | prefill | tok/s | decode "
                  "tok/s | finite | deterministic |",
                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
 

@@ -121,8 +121,29 @@ def test_rss_predictions_are_the_models(tiny_run):
         g, pred = st[key]["generate"], st[key]["generate"]["predicted"]
         repacks = g["measured"]["result"]["kernel"] in script.REPACKING_KERNELS
         assert (pred["repack_file_pages"] > 0) == repacks, (key, g["measured"]["result"]["kernel"])
+        assert (pred["repack_transient"] > 0) == repacks, (key, g["measured"]["result"]["kernel"])
         assert pred["predicted_peak_rss"] == g["measured"]["baseline_rss"] + pred["plan_peak_bytes"] + \
-            pred["repack_file_pages"]
+            pred["repack_file_pages"] + pred["repack_transient"]
+
+
+@pytest.mark.slow
+def test_repredict_rescores_the_recorded_measurements(tiny_run, tmp_path):
+    """--repredict runs no stage: from the model's config (the checkpoint is gone) and each stage's recorded baseline
+    and kernel it gives back the predictions the run made; a changed model changes them, the measurements stay."""
+    import copy
+
+    script, _, report, _, _ = tiny_run
+    out = tmp_path / "full-size-cpu"
+    old = copy.deepcopy(report)
+    for key in ("int4", "int8"):
+        old["stages"][key]["generate"]["predicted"]["predicted_peak_rss"] = 1  # a stale prediction
+    out.with_suffix(".json").write_text(json.dumps(old))
+    assert script.main(["--tiny", "--out", str(out), "--repredict"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    for key in ("int4", "int8"):
+        g, first = again["stages"][key]["generate"], report["stages"][key]["generate"]
+        assert g["predicted"] == first["predicted"] and g["measured"] == first["measured"]
+        assert g["rss"]["ratio"] == first["rss"]["ratio"]
 
 
 @pytest.mark.slow
@@ -178,6 +199,45 @@ def test_a_rerun_keeps_done_stages_and_refuses_without_disk(tiny_run, monkeypatc
     need = script.disk_needs(script.TINY)["int8"] + script.DISK_MARGIN
     assert f"need {need / 1e9:.1f} GB" in err and "0.0 GB free" in err
     assert out.with_suffix(".json").read_text() == json.dumps(after, indent=2, default=str) + "\n"
+
+
+# Load + generate of 12B-width rtn-int4 checkpoints with an INT4 lm_head on this CPU (gptqmodel's TorchAtenLinear),
+# as full_size_jobs.generate_job runs it: decoder layers -> (import baseline = VmHWM after the imports, peak VmHWM).
+# 2 and 4 layers measured with RssAnon/RssFile/VmHWM sampled around every transform_cpu; None: the full-size run.
+INT4_CPU_PEAKS = {2: (810344448, 6707519488), 4: (810266624, 7261540352), None: (810180608, 17894002688)}
+
+
+@pytest.mark.slow
+def test_the_repack_transient_is_five_bytes_per_weight_of_the_largest_int4_linear():
+    """TorchAtenLinear.transform_cpu holds uint8 and int32 codes of one Linear at once (5 B/weight): with the
+    INT4 lm_head that Linear is the lm_head [vocab, hidden], without it the MLP's [hidden, intermediate]; a kernel
+    that does not repack (int8's TorchLinear) has none."""
+    from dataclasses import replace
+
+    script = load_script()
+    recipes, text = script.recipes(script.Mode()), open_model("pixtral-12b").config.text_config
+    transient = lambda recipe, kernel: script.repack_transient("pixtral-12b", recipe, kernel)
+    assert transient(recipes["int4"], "TorchAtenLinear") == 5 * text.hidden_size * text.vocab_size
+    no_head = replace(recipes["int4"], targets=replace(recipes["int4"].targets, lm_head=None))
+    assert transient(no_head, "TorchAtenLinear") == 5 * text.hidden_size * text.intermediate_size
+    assert transient(recipes["int8"], "TorchLinear") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layers", list(INT4_CPU_PEAKS))
+def test_the_int4_cpu_peak_is_predicted_within_tolerance(layers, tmp_path):
+    """The measured peaks above, predicted from the config at their depth: within the 15 % tolerance with the
+    repack transient, and well outside it without (the term the full-size run found missing)."""
+    from pixtral_quant.synth import with_depth
+
+    script = load_script()
+    mode = script.Mode()
+    with_depth(open_model(mode.model).config, layers).to_json_file(tmp_path / "config.json")
+    baseline, measured = INT4_CPU_PEAKS[layers]
+    pred = script.host_prediction(tmp_path, script.recipes(mode)["int4"], mode.workload, baseline,
+                                  "TorchAtenLinear")
+    assert abs(measured / pred["predicted_peak_rss"] - 1) <= script.RSS_TOLERANCE
+    assert measured / (pred["predicted_peak_rss"] - pred["repack_transient"]) - 1 > script.RSS_TOLERANCE
 
 
 def test_the_tree_sampler_counts_descendants(tmp_path):
