@@ -396,12 +396,19 @@ def generate_measured(run: Run, key: str, checkpoint: Path, *, full_model: str |
     guess = host_prediction(checkpoint, recipe, workload, int(0.76 * GIB))["predicted_peak_rss"]
     m = job(run, {"kind": "generate", "checkpoint": str(checkpoint), "workload": asdict(workload)},
             predicted_rss=guess)
-    pred = host_prediction(checkpoint, recipe, workload, m["baseline_rss"], m["result"]["kernel"])
-    out = {"measured": m, "predicted": pred, "rss": verdict(m["peak"], pred["predicted_peak_rss"], None),
-           "workload": asdict(workload),
+    out = {"measured": m, "workload": asdict(workload),
            "tokens_per_second": m["result"]["tokens_per_second"],
            "decode_tokens_per_second": m["result"]["decode_tokens_per_second"],
            "finite": m["result"]["finite"], "deterministic": m["result"]["deterministic"]}
+    return {**out, **predictions(checkpoint, recipe, workload, m, full_model)}
+
+
+def predictions(model, recipe, workload: Workload, m: dict, full_model: str | None = None) -> dict:
+    """The host-side prediction of a measured load/generate job `m` for `model` (a checkpoint or a config
+    folder: only the config is read), its verdict, and for a reduced-depth model the prediction at full depth
+    plus the measured error."""
+    pred = host_prediction(model, recipe, workload, m["baseline_rss"], m["result"]["kernel"])
+    out = {"predicted": pred, "rss": verdict(m["peak"], pred["predicted_peak_rss"], None)}
     if full_model is not None:
         full = host_prediction(full_model, recipe, workload, m["baseline_rss"], m["result"]["kernel"])
         out.update(full_depth_predicted=full["predicted_peak_rss"],
@@ -410,19 +417,20 @@ def generate_measured(run: Run, key: str, checkpoint: Path, *, full_model: str |
 
 
 def repredict(report: dict, mode: Mode) -> None:
-    """Recompute each recorded full-size load/generate prediction (int4 / int8 / nf4) with the current model, from
+    """Recompute each recorded load/generate prediction (int4 / int8 / nf4, large) with the current model, from
     the stage's measured import baseline and kernel: the prediction is a function of the model's config and the
     recipe (the checkpoint itself is deleted after its stage), so a fixed model re-scores the old measurement.
     Measurements are not touched."""
     rs = recipes(mode)
     for key in ("int4", "int8", "nf4"):
         gen = report["stages"].get(key, {}).get("generate")
-        if gen is None:
-            continue
-        m = gen["measured"]
-        gen["predicted"] = host_prediction(mode.model, rs[key], mode.workload, m["baseline_rss"],
-                                           m["result"]["kernel"])
-        gen["rss"] = verdict(m["peak"], gen["predicted"]["predicted_peak_rss"], None)
+        if gen is not None:
+            gen.update(predictions(mode.model, rs[key], mode.workload, gen["measured"]))
+    gen = report["stages"].get("large", {}).get("generate")
+    if gen is not None:  # its few-layer checkpoint is gone: its config, written to a folder, stands in
+        with tempfile.TemporaryDirectory(prefix="large-config-") as folder:
+            config_of(mode.large, mode.large_layers).save_pretrained(folder)
+            gen.update(predictions(folder, rs["large"], mode.workload, gen["measured"], full_model=mode.large))
 
 
 def scheme_stage(run: Run, key: str, load: bool) -> dict:

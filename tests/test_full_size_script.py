@@ -135,15 +135,17 @@ def test_repredict_rescores_the_recorded_measurements(tiny_run, tmp_path):
     script, _, report, _, _ = tiny_run
     out = tmp_path / "full-size-cpu"
     old = copy.deepcopy(report)
-    for key in ("int4", "int8"):
+    for key in ("int4", "int8", "large"):
         old["stages"][key]["generate"]["predicted"]["predicted_peak_rss"] = 1  # a stale prediction
     out.with_suffix(".json").write_text(json.dumps(old))
     assert script.main(["--tiny", "--out", str(out), "--repredict"]) == 0
     again = json.loads(out.with_suffix(".json").read_text())
-    for key in ("int4", "int8"):
+    for key in ("int4", "int8", "large"):
         g, first = again["stages"][key]["generate"], report["stages"][key]["generate"]
         assert g["predicted"] == first["predicted"] and g["measured"] == first["measured"]
         assert g["rss"]["ratio"] == first["rss"]["ratio"]
+    large, first = again["stages"]["large"]["generate"], report["stages"]["large"]["generate"]
+    assert large["full_depth_extrapolated"] == first["full_depth_extrapolated"]
 
 
 @pytest.mark.slow
