@@ -25,6 +25,8 @@ Decisions, from the sources of compressed-tensors 0.17.0, transformers 5.23 and 
   The weight a loader computes is bf16(q_ct · bf16(scale)). Measured on the tiny model's 28 decoder Linears
   (RTN, weight MSE vs float32 dequantization): INT4 +0.03 %; INT8 +19 % (+11 % of it is the bf16 weight
   itself, which fp16 scales also get); choosing the integers with the bf16-rounded scale instead: INT8 +7 %.
+  A scale error is shared by every weight of its group, so it does not average out in the output: gptq-mixed's
+  GPTQ therefore solves against the bf16 scale (mixed/sensitivity.scales_in), not rounds it afterwards.
 - Targets (quantization_config): one config group per (bits, group_size), targets = explicit module names.
   compressed-tensors' matcher (utils/match.py match_name: exact, or re.match after "re:") sees transformers'
   runtime names (model.language_model.layers.N.self_attn.q_proj, lm_head); vLLM maps every dotted target
@@ -56,6 +58,7 @@ from ..errors import require
 from ..schemes.intquant import IntQuantized
 
 FORMAT = "pack-quantized"
+SCALE_DTYPE = torch.bfloat16  # the model dtype: what both loaders hold the scales in (module docstring)
 LM_HEAD = "lm_head"
 LM_HEAD_TARGET = r"re:.*lm_head$"
 # vLLM's packed_modules_mapping for Llava / Mistral: shards that become one layer there.
@@ -89,7 +92,7 @@ def scheme(bits: int, group_size: int, targets: list[str]):
 
 
 def to_compressed(qt: IntQuantized, bias: torch.Tensor | None = None,
-                  dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+                  dtype: torch.dtype = SCALE_DTYPE) -> dict[str, torch.Tensor]:
     """One Linear (out × in) in compressed-tensors pack-quantized layout, packed by compressed-tensors'
     pack_to_int32 from the exact integers (no re-rounding of floats):
 
@@ -114,7 +117,7 @@ def to_compressed(qt: IntQuantized, bias: torch.Tensor | None = None,
     return out
 
 
-def dequantized(qt: IntQuantized, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def dequantized(qt: IntQuantized, dtype: torch.dtype = SCALE_DTYPE) -> torch.Tensor:
     """`dtype` [out, in]: the weight transformers and compressed-tensors compute from to_compressed(qt, dtype=dtype),
     dtype(q_ct · dtype(scale)) — not qt.dequantize() (float32 scale): use it to measure what the checkpoint runs."""
     g = qt.g_idx.long()

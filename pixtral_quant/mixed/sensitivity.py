@@ -46,6 +46,22 @@ def row_errors(weight: torch.Tensor, dequantized: torch.Tensor, hessian: torch.T
     return ((e @ hessian.float()) * e).sum(1) / 2
 
 
+def scales_in(quantizer, dtype: torch.dtype) -> None:
+    """Make a GPTQModel quantizer round every scale it finds to `dtype` (kept in its own float type). Why: the
+    loaders hold pack-quantized scales in the model dtype (bf16: 8 significant bits), and a scale error is shared by
+    every weight of its group; with the rounded scale GPTQ chooses its integers — and feeds their error forward —
+    against the scale that will run (on the tiny model, INT8: KL 1.8e-5 with scales rounded after the solve,
+    9e-7 with fp16 scales; reports/mixed-tiny.md). Hooks `find_params`, which every GPTQModel 7.6 path
+    (per group, static groups excepted) calls before it reads `quantizer.scale`."""
+    find = quantizer.find_params
+
+    def find_params(x, weight=False):
+        find(x, weight=weight)
+        quantizer.scale = quantizer.scale.to(dtype).to(quantizer.scale.dtype)
+
+    quantizer.find_params = find_params
+
+
 def weighted_loss(fisher: torch.Tensor, rowerr: torch.Tensor) -> float:
     """The sensitivity: ½ Σ_c F_c · δ_c², the second-order growth of KL(ref‖cand) from an output error with
     per-channel mean square rowerr [out] on channels of Fisher information fisher [out] (mixed/fisher.py)."""
@@ -76,9 +92,11 @@ class MixedSolver:
         for label in self.labels:
             solver = GptqSolver(self.linear, setting_config(self.config, label))
             solver.task.adopt_hessian_from(self.leader.task)
-            qt, losses[label], dequantized = solver.solve()
+            scales_in(solver.task.quantizer, compressed.SCALE_DTYPE)
+            qt, losses[label], _ = solver.solve()
             tensors.update((f"{k}{TAG}{label}", v) for k, v in compressed.to_compressed(qt, bias).items())
+            stored = compressed.dequantized(qt).float().to(weight.device)  # what the loaders compute
             with one_thread_on_cpu(weight.device):  # a reduction over `in`: the same float sums on any CPU count
-                tensors[f"{ROWERR}{TAG}{label}"] = row_errors(weight, dequantized.to(weight.device), hessian).cpu()
+                tensors[f"{ROWERR}{TAG}{label}"] = row_errors(weight, stored, hessian).cpu()
         self.leader.task.free()
         return tensors, losses, weight
