@@ -288,7 +288,6 @@ def calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journa
                        result: ConvertResult) -> None:
     """capture.py's sequential loop; each finished layer (and the lm_head) goes to the journal. Layers an
     interrupted run finished are replayed from it (their saved weights, no solve) to rebuild the activations."""
-    from .calibration.dataset import open_tokenizer
 
     device, dtype = compute_setup()
     calib = recipe.calibration
@@ -297,13 +296,7 @@ def calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journa
     n_layers = ckpt.config.text_config.num_hidden_layers
     units = [layer_unit(i) for i in range(n_layers)] + ([HEAD_UNIT] if capture.HEAD in plan.names() else [])
     try:
-        shell = capture.load_shell(ckpt, device, dtype)
-        samples = (capture.strip_images(m) if calib.text_only else m for m in cset)
-        kwargs, result.stats = capture.capture_inputs(shell, samples, open_tokenizer(ckpt.tokenizer), device, store,
-                                                      reporter.task("vision tower + projector", len(cset)))
-        reporter.done()
-        text_config = shell.config.text_config
-        del shell  # embeddings, vision tower and projector are done: only one decoder layer on the device now
+        kwargs, result.stats, text_config = first_layer_inputs(ckpt, cset, calib, store, device, dtype, reporter)
         passes = len(capture.groups_for(getattr(recipe.scheme, "true_sequential", True))) + 1
         for i in range(n_layers):
             if all(journal.has(u) for u in units[i:]):
@@ -322,6 +315,21 @@ def calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journa
         result.spilled = store.spilled
     finally:
         capture.remove_scratch(scratch)
+
+
+def first_layer_inputs(ckpt, cset, calib, store, device, dtype, reporter: Reporter):
+    """Every calibration sample (images stripped with calib.text_only) through embeddings + vision tower +
+    projector (capture.capture_inputs): decoder layer 0's inputs into `store`. Returns (the per-sample keyword
+    arguments of the decoder layers, capture.CaptureStats, the shell's text config). The shell is dropped on
+    return: only one decoder layer is on the device from then on."""
+    from .calibration.dataset import open_tokenizer
+
+    shell = capture.load_shell(ckpt, device, dtype)
+    samples = (capture.strip_images(m) if calib.text_only else m for m in cset)
+    kwargs, stats = capture.capture_inputs(shell, samples, open_tokenizer(ckpt.tokenizer), device, store,
+                                           reporter.task("vision tower + projector", len(cset)))
+    reporter.done()
+    return kwargs, stats, shell.config.text_config
 
 
 def calib_budget(recipe) -> float:

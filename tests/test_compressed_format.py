@@ -6,7 +6,6 @@ loads with plain transformers and computes what its dequantized weights compute.
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import pytest
@@ -356,19 +355,6 @@ MIXED_INT4 = {0: {p: (4, 128) for p in PROJ}, 1: {p: (4, 64) for p in PROJ}, 2: 
 VLLM_CPU_INT8 = "Quant type (uint8b128) not supported by CPUWNA16"
 
 
-def _vllm_python():
-    """The vLLM environment's python; a skip where it is not installed, a failure under CI (as test_vllm_run)."""
-    from pixtral_quant.engines import vllm as engine
-    from pixtral_quant.errors import MissingDependencyError
-
-    try:
-        return engine.find_python()
-    except MissingDependencyError as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail(f"CI must run vLLM: {exc}")
-        pytest.skip(f"vLLM is not installed here ({exc.fix})")
-
-
 @pytest.mark.slow
 def test_vllm_cpu_loads_the_int4_mix_and_refuses_int8(tiny_model_dir, mixed_checkpoint, tmp_path):
     """vllm-cpu 0.32: the INT4 mix loads and its greedy generations equal plain transformers' on the same
@@ -378,6 +364,8 @@ def test_vllm_cpu_loads_the_int4_mix_and_refuses_int8(tiny_model_dir, mixed_chec
     from pixtral_quant.calibration.encode import encode
     from pixtral_quant.engines import evalrun
     from pixtral_quant.engines import vllm as engine
+
+    from test_vllm_run import _vllm_python
 
     python = _vllm_python()
     int4 = tmp_path / "mixed-int4"

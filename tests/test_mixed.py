@@ -339,7 +339,7 @@ def test_vllm_cpu_serves_a_converted_int4_mix(tmp_path, tiny_model_dir):
     from pixtral_quant.convert import convert
     from pixtral_quant.engines import evalrun
     from pixtral_quant.engines import vllm as engine
-    from test_compressed_format import _vllm_python
+    from test_vllm_run import _vllm_python
 
     python = _vllm_python()
     out = tmp_path / "int4-mix"

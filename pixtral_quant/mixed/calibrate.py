@@ -17,8 +17,7 @@ def calibrate(ckpt, recipe, plan, handler, cset, tmp: Path, journal, reporter, r
     then the Fisher probe's backward pass. Returns ({module: {setting: sensitivity}}, {module: {setting: GPTQ
     loss}}); bf16 (when a candidate) has sensitivity 0."""
     from .. import capture
-    from ..calibration.dataset import open_tokenizer
-    from ..convert import GIB, calib_budget, compute_setup
+    from ..convert import GIB, calib_budget, compute_setup, first_layer_inputs
     from .fisher import FisherProbe
 
     device, dtype = compute_setup()
@@ -29,13 +28,7 @@ def calibrate(ckpt, recipe, plan, handler, cset, tmp: Path, journal, reporter, r
     rowerr: dict[str, dict[str, torch.Tensor]] = {}
     gptq: dict[str, dict[str, float]] = {}
     try:
-        shell = capture.load_shell(ckpt, device, dtype)
-        samples = (capture.strip_images(m) if calib.text_only else m for m in cset)
-        kwargs, result.stats = capture.capture_inputs(shell, samples, open_tokenizer(ckpt.tokenizer), device, store,
-                                                      reporter.task("vision tower + projector", len(cset)))
-        reporter.done()
-        text_config = shell.config.text_config
-        del shell
+        kwargs, result.stats, text_config = first_layer_inputs(ckpt, cset, calib, store, device, dtype, reporter)
         n_layers = text_config.num_hidden_layers
         targets = {}
         for i in range(n_layers):
