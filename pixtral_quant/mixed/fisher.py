@@ -6,7 +6,7 @@ Why: quantizing a Linear adds an error δ to its outputs; to second order the KL
 distribution grows by ½ δᵀ F δ, and with the diagonal of F and the per-row output errors GPTQ's Hessian gives,
 ½ Σ_c F_c · mean_t δ_c² (sensitivity.weighted_loss). The Hessian alone (GPTQ's loss) says how large δ is, not how
 much the rest of the model amplifies or ignores it: on the tiny model it ranks Linears against their measured KL
-with Spearman −0.09, the Fisher-weighted loss with +0.74 (tests/test_mixed.py).
+with Spearman −0.09, the Fisher-weighted loss with ≈ +0.7 (tests/test_mixed.py).
 
 The gradients come from one backward pass, streamed layer by layer like the calibration itself: the calibration
 keeps the inputs of the first `samples` samples at every decoder layer (spilled to disk past a budget); afterwards
