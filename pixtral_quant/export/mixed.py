@@ -103,7 +103,8 @@ def _manifest(ckpt, recipe, plan, cands, losses, gptq_losses, allocation, budget
     from ..convert import manifest_body
 
     body = manifest_body(ckpt, recipe, plan, result, [])
-    body["layer_loss"] = {}
+    # GPTQ's loss of each Linear at its chosen setting, as uniform schemes record it (a kept bf16 Linear: 0)
+    body["layer_loss"] = {m: gptq_losses[m].get(allocation[m], 0.0) for m in sorted(allocation)}
     body["allocation"] = {m: {"setting": allocation[m], "group": list(g), "group_bytes": dict(zip(labels, sizes)),
                               "sensitivity": {c: losses[m][c] for c in labels},
                               "gptq_loss": gptq_losses[m]}
