@@ -135,7 +135,7 @@ def _selected(ckpt, stored: dict[str, torch.Tensor], allocation: dict[str, str])
     from ..loading.checkpoint import read_tensors
     from ..mixed.sensitivity import TAG
 
-    quantized, rest = {}, {}
+    quantized, rest, kept = {}, {}, set()
     for name, tensor in stored.items():
         base, tag, label = name.partition(TAG)
         module = base.rsplit(".", 1)[0]
@@ -143,9 +143,9 @@ def _selected(ckpt, stored: dict[str, torch.Tensor], allocation: dict[str, str])
             rest[name] = tensor
         elif allocation[module] == label:
             quantized[base] = tensor
-    kept = sorted({m for m in (n.partition(TAG)[0].rsplit(".", 1)[0] for n in stored if TAG in n)
-                   if allocation[m] == BF16})
-    wanted = [f"{m}.{leaf}" for m in kept for leaf in ("weight", "bias") if f"{m}.{leaf}" in ckpt.tensors]
+        elif allocation[module] == BF16:
+            kept.add(module)
+    wanted = [f"{m}.{leaf}" for m in sorted(kept) for leaf in ("weight", "bias") if f"{m}.{leaf}" in ckpt.tensors]
     rest.update(read_tensors(ckpt, wanted))
     yield from sorted(quantized.items())
     yield from sorted(rest.items())

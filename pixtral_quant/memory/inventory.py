@@ -104,20 +104,13 @@ def linear_format(lin: LinearShape, recipe, dtype: str) -> Format:
 def _smallest_candidate(lin: LinearShape, recipe, dtype: str) -> Format:
     """gptq-mixed before convert chose: a planned Linear at its smallest candidate (the floor the allocation
     starts from; convert fills the budget above it), the others as the targets say (bf16)."""
-    from ..mixed.budget import setting_bytes, setting_format
+    from ..mixed.budget import setting_bytes, setting_fits, setting_format
 
     targeted = recipe.targets.decoder if lin.target == "decoder" else getattr(recipe.targets, lin.target) == "auto"
     if not targeted:
         return dense(dtype)
-    fitting = [c for c in recipe.scheme.candidates if _divides(c, lin.in_features)]
+    fitting = [c for c in recipe.scheme.candidates if setting_fits(c, lin.in_features)]
     return setting_format(min(fitting, key=lambda c: setting_bytes(c, lin, dtype)), dtype)
-
-
-def _divides(label: str, in_features: int) -> bool:
-    from ..config import parse_setting
-
-    setting = parse_setting(label)
-    return setting is None or setting[1] == -1 or in_features % setting[1] == 0
 
 
 def inventory(shapes: ModelShapes, recipe) -> list[Item]:

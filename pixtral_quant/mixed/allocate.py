@@ -50,8 +50,9 @@ def largest_useful(items: list[list[Option]]) -> int:
 def allocate(items: list[list[Option]], capacity: int) -> list[int]:
     """The index of the chosen option of each item: minimum Σ loss subject to Σ bytes ≤ capacity.
     Infeasible when no choice fits."""
-    if smallest(items) > capacity:
-        raise Infeasible(smallest(items), capacity)
+    floor = smallest(items)
+    if floor > capacity:
+        raise Infeasible(floor, capacity)
     if largest_useful(items) <= capacity:
         return least_loss(items)
     return _milp(items, capacity)

@@ -40,6 +40,13 @@ def setting_format(label: str, dtype: str):
     return dense(dtype) if setting is None else Format("ct-pack", bits=setting[0], group_size=setting[1], dtype=dtype)
 
 
+def setting_fits(label: str, in_features: int) -> bool:
+    """Whether a Linear of `in_features` inputs can take the setting (its group size divides them; -1 and bf16
+    always can)."""
+    setting = parse_setting(label)
+    return setting is None or setting[1] == -1 or in_features % setting[1] == 0
+
+
 def setting_bytes(label: str, lin, dtype: str) -> int:
     """Stored bytes of Linear `lin` (memory.inventory.LinearShape) at a setting."""
     return linear_bytes(setting_format(label, dtype), lin.in_features, lin.out_features, lin.bias)

@@ -42,18 +42,12 @@ def fused_groups(names: list[str]) -> list[tuple[str, ...]]:
 
 def candidates_for(plan, shapes, scheme) -> Candidates:
     """Each item's candidates: the scheme's settings whose group size divides the in_features of its Linears."""
-    from ..config import parse_setting
-    from .budget import setting_bytes
+    from .budget import setting_bytes, setting_fits
 
     by_name = {lin.name: lin for lin in shapes.linears}
-
-    def fits(label: str, lin) -> bool:
-        setting = parse_setting(label)
-        return setting is None or setting[1] == -1 or lin.in_features % setting[1] == 0
-
     groups, labels, sizes = [], [], []
     for group in fused_groups([e.name for e in plan.quantized()]):
-        ok = [c for c in scheme.candidates if all(fits(c, by_name[m]) for m in group)]
+        ok = [c for c in scheme.candidates if all(setting_fits(c, by_name[m].in_features) for m in group)]
         if not ok:
             raise UsageError(f"no candidate setting fits {group[0]} (in_features {by_name[group[0]].in_features})",
                              where="scheme.candidates", fix="add a setting whose group size divides it, or -1")
