@@ -188,6 +188,20 @@ def repack_transient(model, recipe, kernel: str | None) -> int:
     return REPACKING_KERNELS[kernel] * max((i * o for i, o in shapes), default=0)
 
 
+def exact_context(model, workload: Workload) -> Workload:
+    """`workload` with its context set to what the job holds (prompt + new tokens) when it is None: memory_report
+    takes the recipe's promise for every field left None, and pixtral-large-int4 promises an 8k context; the job
+    generates after a prompt of one image and a few text tokens (the first Large prediction was made at 8,192
+    tokens: 1.87 GiB of prefill activations the job never held)."""
+    from dataclasses import replace
+
+    from pixtral_quant.memory.budget import tokens_of
+
+    if workload.context is not None:
+        return workload
+    return replace(workload, context=tokens_of(config_of(model), workload).context)
+
+
 def host_prediction(model, recipe, workload: Workload, baseline: int, kernel: str | None = None) -> dict:
     """The plan's peak with every component on the device (on a CPU-only machine that device is host memory)
     plus the import baseline: the host-side prediction of loading and generating on the CPU; for a repacking
@@ -195,7 +209,7 @@ def host_prediction(model, recipe, workload: Workload, baseline: int, kernel: st
     transient of repacking the largest of them (repack_transient)."""
     from pixtral_quant.memory import memory_report
 
-    r = memory_report(model, recipe, workload=asdict(workload),
+    r = memory_report(model, recipe, workload=asdict(exact_context(model, workload)),
                       placement={"embeddings": "gpu", "vision": "gpu", "lm_head": "gpu"})
     quantized = r["weights"]["decoder_linears"]["bytes"] + (r["weights"]["lm_head"]["bytes"]
                                                             if recipe.targets.lm_head else 0)
