@@ -611,7 +611,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repredict", action="store_true", help="run no stage: recompute the load/generate predictions "
                     "of the recorded stages from what they measured (import baseline, kernel), after a fix of the "
                     "model, and rewrite the report")
+    ap.add_argument("--verbose", action="store_true", help="third-party logging and warnings on (as the CLI's)")
     args = ap.parse_args(argv)
+    from pixtral_quant.cli.quiet import silenced
+
+    with silenced(args.verbose):  # torch's and torchao's import-time logging (the jobs run the CLI's way)
+        return run_main(args)
+
+
+def run_main(args) -> int:
     mode = TINY if args.tiny else Mode()
     if args.repredict:
         report = previous(args.out, mode, fresh=False)

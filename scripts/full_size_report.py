@@ -50,8 +50,7 @@ def checks(report: dict) -> list[tuple[str, bool | None]]:
                      None if tiny else c["rss"]["within_tolerance"]),
                     (f"{key}: conversion peak RSS under 16 GiB", c["rss"]["under_limit"])]
             if g := s.get("generate"):
-                out += [(f"{key}: generation finite", g["finite"]), (f"{key}: generation deterministic",
-                                                                      g["deterministic"])]
+                out += _generation_checks(key, g, tiny)
     if s := _ok(st, "gptq"):
         for n, r in s["runs"].items():
             out += [(f"gptq {n} layers: checkpoint bytes equal to the plan", r["convert"]["bytes_exact"]),
@@ -61,9 +60,16 @@ def checks(report: dict) -> list[tuple[str, bool | None]]:
                 ("large: every layer's bytes equal to the plan's", s["layer_bytes_exact"]),
                 ("large: tensor bytes extrapolated to all layers equal to the plan's",
                  s["full_tensor_bytes_extrapolated"] == s["full_tensor_bytes_plan"]),
-                ("large: generation finite", s["generate"]["finite"]),
-                ("large: generation deterministic", s["generate"]["deterministic"])]
+                ("large: conversion peak RSS within 15 % of the model",
+                 None if tiny else s["convert"]["rss"]["within_tolerance"]),
+                *_generation_checks("large", s["generate"], tiny)]
     return out
+
+
+def _generation_checks(key: str, g: dict, tiny: bool) -> list[tuple[str, bool | None]]:
+    return [(f"{key}: load + generate peak RSS within 15 % of the host-side prediction",
+             None if tiny else g["rss"]["within_tolerance"]),
+            (f"{key}: generation finite", g["finite"]), (f"{key}: generation deterministic", g["deterministic"])]
 
 
 def _machine(report: dict) -> list[str]:
