@@ -140,21 +140,6 @@ def rss_terms(model_dir, recipe, baseline: int, calib_tokens: int | None = None,
                        baseline=baseline)
 
 
-# bitsandbytes' NF4 quant_state is a JSON blob holding a float (nested_offset) whose repr varies in length with
-# the data (169-171 bytes seen for the plan's 170): no config-only prediction can be byte-exact. Bound: 3 bytes
-# per such tensor either way, + 8 for the safetensors header's alignment padding.
-JSON_FLOAT_SLACK = 3
-
-
-def data_dependent_bytes(model_dir, recipe) -> int:
-    """Bytes by which a checkpoint may legitimately differ from the plan (0 for every scheme but bnb-nf4)."""
-    from pixtral_quant.memory.inventory import inventory, model_shapes
-
-    n = sum(it.name.endswith("quant_state.bitsandbytes__nf4")
-            for it in inventory(model_shapes(config_of(model_dir)), recipe) if it.stored)
-    return JSON_FLOAT_SLACK * n + 8 if n else 0
-
-
 # CPU kernels that copy the quantized weights into a layout of their own at a Linear's first forward (gptqmodel's
 # TorchAtenLinear.transform_cpu, gptqmodel/nn_modules/qlinear/torch_aten_kernel.py: aten's int4pack), with the
 # bytes per weight that copy needs for a moment above what stays. Two terms, both measured (RssAnon/RssFile/VmHWM
@@ -393,10 +378,8 @@ def convert_measured(run: Run, key: str, model_dir: Path, out: Path, *, model: s
     planned = memory_report(model_dir, recipe)["checkpoint"]["total_bytes"]
     terms = rss_terms(model_dir, recipe, m["baseline_rss"], r["calibration_tokens"])
     full = rss_terms(model, recipe, m["baseline_rss"], r["calibration_tokens"])  # the same at full depth
-    slack = data_dependent_bytes(model_dir, recipe)
     return {"scheme": recipe.scheme.name, "targets": asdict(recipe.targets), "measured": m,
             "seconds": r["seconds"], "bytes": r["bytes_after"], "plan_bytes": planned,
-            "bytes_data_dependent_bound": slack, "bytes_within_bound": abs(r["bytes_after"] - planned) <= slack,
             "plan_bytes_full_depth": checkpoint_bytes(model, recipe) if layers else planned,
             "bytes_exact": r["bytes_after"] == planned, "rss_terms": asdict(terms),
             "rss": verdict(m["peak"], terms.peak), "rss_full_depth_predicted": full.peak,

@@ -83,13 +83,9 @@ def test_synth_native_and_hf_agree(tiny_run):
 def test_checkpoint_bytes_equal_the_plan(tiny_run):
     script, _, report, _, _ = tiny_run
     st, recipes = report["stages"], script.recipes(script.TINY)
-    for key in ("int4", "int8"):
+    for key in ("int4", "int8", "nf4"):  # nf4 too: its quant_state JSON is fixed-width (memory.storage)
         c = st[key]["convert"]
         assert c["bytes"] == c["plan_bytes"] == plan_bytes(recipes[key]), key
-    nf4 = st["nf4"]["convert"]
-    # NF4's quant_state JSON carries a data-dependent float: within the bound, and the bound is not loose
-    assert 0 < nf4["bytes_data_dependent_bound"] < 200 and abs(nf4["bytes"] - plan_bytes(recipes["nf4"])) <= \
-        nf4["bytes_data_dependent_bound"]
     for n, r in st["gptq"]["runs"].items():
         assert r["convert"]["bytes"] == plan_bytes(recipes["gptq"], int(n))
     large = st["large"]

@@ -38,3 +38,23 @@ def test_nf4_serialized_state_dequantizes(double_quant):
     assert state.blocksize == 64 and state.quant_type == "nf4" and tuple(state.shape) == (64, 256)
     dq = dequantize_4bit(t["weight"], state)
     assert 15 < sqnr_db(w.float(), dq.float()) < 35  # 4-bit: clearly lossy, clearly not broken
+
+
+def test_nf4_state_has_one_length_per_shape_and_reads_back_the_same_offset():
+    """bitsandbytes' json.dumps gives nested_offset its shortest repr (a length that varies with the data);
+    the handler writes it fixed-width, so the quant_state's length (the plan's, memory.storage) depends on the
+    shape alone, and bitsandbytes reads back the very offset it computed."""
+    from bitsandbytes.functional import QuantState, quantize_4bit
+
+    from pixtral_quant.memory.storage import Format, nf4_state_json
+
+    handler, lengths = BnbNf4Handler(BnbNf4()), set()
+    for scale in (1e-3, 0.02, 0.3, 7.0):
+        w = (weight().float() * scale).to(torch.bfloat16)
+        t = handler.quantize("x", w, None)
+        lengths.add(t["weight.quant_state.bitsandbytes__nf4"].numel())
+        state = QuantState.from_dict({k[len("weight."):]: v for k, v in t.items() if k != "weight"}, device="cpu")
+        _, reference = quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+        assert state.offset.item() == reference.offset.item()
+    fmt = Format("bnb-nf4", blocksize=64, double_quant=True, compute_dtype="bfloat16")
+    assert lengths == {len(nf4_state_json(fmt, 256, 64))}

@@ -5,7 +5,8 @@ A safetensors file is an 8-byte header length, the header JSON ({"__metadata__":
 tensor {"dtype", "shape", "data_offsets"} in data order, sorted by item size descending then name, compact
 separators), padded with spaces to a multiple of 8, then the data. convert writes tensors in checkpoint names,
 non-decoder tensors first then layer by layer, and starts a new shard before one would pass max_shard_gb.
-The header estimate is exact but for the order of tensors within a shard and a bnb-nf4 quant_state's float repr.
+The header estimate is exact but for the order of tensors within a shard (bnb-nf4's quant_state JSON is
+fixed-width: memory.storage.packed_state_json).
 """
 
 from __future__ import annotations

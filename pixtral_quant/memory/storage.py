@@ -24,7 +24,13 @@ from dataclasses import dataclass
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "int32": 4, "int8": 1, "uint8": 1, "int64": 8,
                "bool": 1}
 NF4_NESTED_BLOCK = 256  # bitsandbytes quantizes the absmaxes in blocks of 256 (double quant)
-NF4_OFFSET = 0.06372483819723129  # a typical nested_offset: its repr length sets the quant_state JSON length
+NF4_OFFSET = 0.06372483819723129  # a typical nested_offset (any float >= 0 packs to the same length)
+# bitsandbytes packs the quant_state's non-tensor fields with json.dumps, whose float (nested_offset, the mean of
+# the absmaxes) takes the shortest repr: its length varies with the value, so a checkpoint's size could only be
+# bounded from the shapes (1-3 bytes per Linear either way at 12B). bnb-nf4 writes the same double in a
+# fixed-width exponent form instead: 17 significant digits, so float() reads back the very double bitsandbytes
+# computed (its unpack_tensor_to_dict is json.loads); a float32 mean >= 0 always has a 2-digit exponent.
+NF4_OFFSET_FORMAT = ".16e"
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,22 @@ def bnb_int8_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Sto
     return out + (_bias(fmt, out_f, fmt.dtype) if bias else [])
 
 
+def packed_state_json(state: dict) -> str:
+    """json.dumps(state) as bitsandbytes' pack_dict_to_tensor writes it, but a nested_offset (float >= 0) in
+    the fixed-width NF4_OFFSET_FORMAT: the JSON's length then depends on the other fields alone."""
+    if "nested_offset" not in state:
+        return json.dumps(state)
+    text = json.dumps({**state, "nested_offset": None})
+    return text.replace('"nested_offset": null', f'"nested_offset": {state["nested_offset"]:{NF4_OFFSET_FORMAT}}')
+
+
 def nf4_state_json(fmt: Format, in_f: int, out_f: int) -> str:
-    """The quant_state JSON bitsandbytes packs (QuantState.as_dict(packed=True)); its length is the tensor's."""
+    """The quant_state JSON bnb-nf4 packs (QuantState.as_dict(packed=True), packed_state_json); its length is
+    the tensor's."""
     state = {"quant_type": "nf4", "blocksize": fmt.blocksize, "dtype": fmt.compute_dtype, "shape": [out_f, in_f]}
     if fmt.double_quant:
         state.update({"nested_blocksize": NF4_NESTED_BLOCK, "nested_dtype": "float32", "nested_offset": NF4_OFFSET})
-    return json.dumps(state)
+    return packed_state_json(state)
 
 
 def nf4_tensors(fmt: Format, in_f: int, out_f: int, bias: bool) -> list[Stored]:

@@ -4,7 +4,8 @@ BitsAndBytesConfig on CPU: equal tensors, see tests/test_schemes_bnb.py).
 
 - 8-bit: `weight` int8 [out, in] + `SCB` float32 [out] (absmax per row) + `weight_format` uint8 0 ('row')
 - 4-bit: `weight` uint8 [(out·in+1)//2, 1] + `weight.absmax`, `weight.quant_map`, (`weight.nested_absmax`,
-  `weight.nested_quant_map`), `weight.quant_state.bitsandbytes__nf4` (QuantState.as_dict(packed=True))
+  `weight.nested_quant_map`), `weight.quant_state.bitsandbytes__nf4` (QuantState.as_dict(packed=True), its
+  float nested_offset written fixed-width: fixed_width_state)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import require
+from ..memory.storage import packed_state_json
 
 EXTRA = "bnb"
 
@@ -49,6 +51,18 @@ class BnbInt8Handler:
         return _bnb_config(plan, {"load_in_8bit": True, "llm_int8_threshold": self.config.threshold})
 
 
+STATE = "weight.quant_state.bitsandbytes__nf4"
+
+
+def fixed_width_state(packed: torch.Tensor) -> torch.Tensor:
+    """bitsandbytes' packed quant_state JSON (uint8 [n]) → the same fields with the float nested_offset
+    fixed-width (memory.storage.packed_state_json: the plan's size is then exact), uint8 [m]."""
+    from bitsandbytes.functional import unpack_tensor_to_dict
+
+    text = packed_state_json(unpack_tensor_to_dict(packed))
+    return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
+
+
 class BnbNf4Handler:
     """NF4 blocks (bitsandbytes.functional.quantize_4bit), optionally with double-quantized absmaxes."""
 
@@ -72,6 +86,7 @@ class BnbNf4Handler:
                                         compress_statistics=self.config.double_quant)
         out = {"weight": packed.contiguous()}
         out.update({f"weight.{k}": v.contiguous() for k, v in state.as_dict(packed=True).items()})
+        out[STATE] = fixed_width_state(out[STATE])
         if bias is not None:
             out["bias"] = bias
         return out
