@@ -246,21 +246,45 @@ def head_inputs(ckpt: Checkpoint, store: ActivationStore, device, dtype) -> Iter
         yield norm(store[i].to(device=device, dtype=dtype))
 
 
+# Output rows of the lm_head GPTQ solves at once when its solver can split the rows (GptqSolver.adopt / join).
+# Why: GPTQ treats every row alone given the Hessian, but GPTQModel's solver holds several float32 copies of the
+# weight it solves (working copy, result, losses, our dequantized copy ...): on Pixtral-12B's 131072 x 5120
+# lm_head that is 2.7 GB each, and a CPU-only 12B-width conversion with an INT4 lm_head was killed by the kernel
+# at 22.8 GiB (24 GiB machine; reports/full-size-cpu.md). 16384 rows: 0.34 GB per copy; a multiple of 32, so
+# GPTQ v1's qzeros packing along the rows never straddles two blocks.
+HEAD_ROW_BLOCK = 16384
+
+
+def _head_linear(weight: torch.Tensor, device, dtype) -> torch.nn.Linear:
+    """A bias-free Linear over `weight` ([rows, hidden]), its weight in `dtype` on `device`."""
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    head.weight = torch.nn.Parameter(weight.to(device=device, dtype=dtype), requires_grad=False)
+    return head
+
+
 @torch.no_grad()
 def calibrate_head(ckpt: Checkpoint, make_solver, store: ActivationStore, device, dtype,
-                   advance=lambda: None) -> tuple[dict, float]:
+                   advance=lambda: None, rows: int | None = None) -> tuple[dict, float]:
     """GPTQ on the lm_head, after the last decoder layer, on `head_inputs`. Returns (tensors, loss) like
-    calibrate_layer's entries."""
-    text = ckpt.config.text_config
-    weight = read_tensors(ckpt, [f"{HEAD}.weight"])[f"{HEAD}.weight"]
-    head = torch.nn.Linear(text.hidden_size, text.vocab_size, bias=False, device="meta")
-    head.weight = torch.nn.Parameter(weight.to(device=device, dtype=dtype), requires_grad=False)
-    solver = make_solver(head)
+    calibrate_layer's entries. rows: solve that many output rows at a time, for a solver with adopt / join
+    (schemes.gptq.GptqSolver; HEAD_ROW_BLOCK): the Hessian is accumulated once, on the first block, and every
+    other block solves with a copy of it: the same GPTQ. None: all rows at once."""
+    weight = read_tensors(ckpt, [f"{HEAD}.weight"])[f"{HEAD}.weight"]  # source dtype [vocab, hidden]
+    starts = range(0, weight.shape[0], rows or weight.shape[0])
+    leader = make_solver(_head_linear(weight[: starts[1] if len(starts) > 1 else None], device, dtype))
     for x in head_inputs(ckpt, store, device, dtype):
-        solver.add_batch(x)
+        leader.add_batch(x)
         advance()
-    tensors, loss, _ = solver.finish()
-    return tensors, loss
+    if rows is None:
+        tensors, loss, _ = leader.finish()
+        return tensors, loss
+    parts = []
+    for start in starts[1:]:  # the leader's Hessian is freed by its own finish: it goes last
+        follower = make_solver(_head_linear(weight[start:start + rows], device, dtype))
+        follower.adopt(leader)
+        parts.append(follower.finish()[:2])
+        del follower
+    return leader.join([leader.finish()[:2], *parts])
 
 
 def scratch_dir(parent: Path | None) -> Path:

@@ -308,7 +308,7 @@ def calibrated_layers(ckpt, plan: Plan, handler, cset, recipe, tmp: Path, journa
                            journal)
         if units[-1] == HEAD_UNIT and not journal.has(HEAD_UNIT):
             tensors, loss = capture.calibrate_head(ckpt, handler.solver, store, device, dtype,
-                                                   reporter.task("lm_head", len(store)))
+                                                   reporter.task("lm_head", len(store)), capture.HEAD_ROW_BLOCK)
             reporter.done()
             journal.save(HEAD_UNIT, {f"{capture.HEAD}.{k}": v for k, v in sorted(tensors.items())}, {},
                          {capture.HEAD: loss}, [capture.HEAD])

@@ -92,3 +92,26 @@ def test_gptq_calibrates_the_lm_head_after_the_last_layer(tiny_model_dir, tmp_pa
         convert(tiny_model_dir, with_overrides(load_recipe("tiny-rtn-int4"), {"targets.lm_head": "int4"}),
                 tmp_path / "rtn").out, dtype=torch.float32, device_map="cpu")
     assert not torch.equal(model.lm_head.qweight, rtn.lm_head.qweight)
+
+
+@pytest.mark.parametrize("rows", [4096, 10000])
+def test_the_lm_head_solved_in_row_blocks_is_the_same_gptq(tiny_model_dir, tmp_path, rows):
+    """capture.calibrate_head with `rows` (the 12B lm_head's working copies do not fit a 24 GiB CPU host at
+    once): one Hessian, adopted by every block, gives the tensors of the all-rows solve (10000: a last block of
+    another size) and the same loss."""
+    from pixtral_quant import capture
+    from pixtral_quant.config import GptqInt4
+    from pixtral_quant.loading import open_checkpoint
+    from pixtral_quant.schemes.gptq import GptqHandler
+
+    ckpt, handler = open_checkpoint(tiny_model_dir), GptqHandler(GptqInt4())
+    store = capture.ActivationStore(2**30, tmp_path)
+    hidden = ckpt.config.text_config.hidden_size
+    for seed in range(3):
+        store.append(torch.randn(1, 40, hidden, generator=torch.Generator().manual_seed(seed)))
+    whole, whole_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32)
+    blocks, blocks_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32, rows=rows)
+    assert whole.keys() == blocks.keys() and whole["qweight"].shape[1] == ckpt.config.text_config.vocab_size
+    for k in whole:
+        assert torch.equal(whole[k], blocks[k]), k
+    assert blocks_loss == pytest.approx(whole_loss, rel=1e-5)

@@ -17,7 +17,12 @@ Terms (bytes), following convert.py / capture.py / schemes:
 - GPTQ only:  GPTQModel's import (GPTQ_LIBRARY_BYTES), the shell (embeddings + vision tower + projector in the
               compute dtype, on the CPU when there is no GPU), calibration activations (samples × tokens ×
               hidden, at most activation_budget_gib; the rest spills to disk), the layer in float32 on the CPU
-              and one Hessian [in, in] float32 per Linear being solved.
+              and one Hessian [in, in] float32 per Linear being solved;
+- head:       GPTQ on the lm_head (targets.lm_head), after the last layer, with the activations still held: the
+              source weight, and the solver's float32 copies (TRANSIENT_BYTES_PER_PARAM['gptq'] + the block's
+              float32 Linear) of capture.HEAD_ROW_BLOCK rows at a time, and the finished blocks' tensors. Before the
+              row blocks the whole 131072 x 5120 head was solved at once and the full-size run was killed at 22.8
+              GiB on a 24 GiB host.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ class RssTerms:
     activations: int = 0
     layer_compute: int = 0
     hessians: int = 0
+    head: int = 0
+
+    @property
+    def head_phase(self) -> int:
+        return self.head + self.activations if self.head else 0
 
     @property
     def outside_phase(self) -> int:
@@ -65,7 +75,7 @@ class RssTerms:
 
     @property
     def peak(self) -> int:
-        return self.baseline + self.library + max(self.outside_phase, self.layer_phase)
+        return self.baseline + self.library + max(self.outside_phase, self.layer_phase, self.head_phase)
 
 
 def _decoder_linears(shapes: ModelShapes, layer: int = 0):
@@ -97,7 +107,20 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
             (_transient_params(lin, family) for lin in outside_lins), default=0)
     if family == "gptq":
         terms.update(_gptq_terms(config, shapes, recipe, gpu, calib_tokens, layer_lins, src))
+        terms["head"] = _head_bytes(shapes, recipe, src)
     return RssTerms(**terms)
+
+
+def _head_bytes(shapes: ModelShapes, recipe, src: int) -> int:
+    """The lm_head's GPTQ (capture.calibrate_head in row blocks): 0 when the recipe leaves the head alone."""
+    from ..capture import HEAD_ROW_BLOCK
+
+    head = next((lin for lin in shapes.linears if lin.name == "lm_head"), None)
+    if head is None or not recipe.targets.lm_head:
+        return 0
+    rows = min(head.out_features, HEAD_ROW_BLOCK)
+    stored = sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith("lm_head."))
+    return head.in_features * (head.out_features * src + rows * (TRANSIENT_BYTES_PER_PARAM["gptq"] + 4)) + stored
 
 
 def _transient_params(lin, family: str) -> int:

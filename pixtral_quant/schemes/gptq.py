@@ -75,6 +75,17 @@ class GptqSolver:
         self.task.free()
         return qt, float(avg_loss), q.float()
 
+    def adopt(self, leader: "GptqSolver") -> None:
+        """Solve with a private copy of `leader`'s Hessian (GPTQModel's GPTQ.adopt_hessian_from), as row blocks
+        of one Linear do: they see the same inputs."""
+        self.task.adopt_hessian_from(leader.task)
+
+    @staticmethod
+    def join(parts: list[tuple[dict[str, torch.Tensor], float]]) -> tuple[dict[str, torch.Tensor], float]:
+        """(v1 tensors, loss) of consecutive row blocks of one Linear → the Linear's: the tensors concatenated
+        along the rows, the losses summed (GPTQModel's is Σ over the weights / the samples)."""
+        return intquant.concat_gptq_v1([t for t, _ in parts]), sum(loss for _, loss in parts)
+
     def finish(self) -> tuple[dict[str, torch.Tensor], float, torch.Tensor]:
         """(GPTQ v1 tensors, GPTQModel's average loss, dequantized weight float32 [out, in]). Afterwards
         `self.restore` holds the float32 scale and zero [out, groups]: with the v1 tensors they give back the
