@@ -14,8 +14,10 @@ Terms (bytes), following convert.py / capture.py / schemes:
 - outside_transient: the same on the largest planned non-decoder Linear a data-free scheme quantizes while the
               outside tensors are held (the lm_head of the int4/int8 recipes: 131072 × 5120 on Pixtral-12B). It was
               missing until the full-size run measured 19.8 GiB against 4.0 predicted (reports/full-size-cpu.md);
-- GPTQ only:  GPTQModel's import (GPTQ_LIBRARY_BYTES), the shell (embeddings + vision tower + projector in the
-              compute dtype, on the CPU when there is no GPU), calibration activations (samples × tokens ×
+- GPTQ only:  GPTQModel's import (GPTQ_LIBRARY_BYTES), the shell while it loads (embeddings + vision tower +
+              projector read at once in the source dtype, capture.load_shell, and cast to the compute dtype on
+              the CPU when there is no GPU: both at the end of the load), the shell as it stays on the host
+              (shell_resident: the cast copy; 0 on a GPU host), calibration activations (samples × tokens ×
               hidden, at most activation_budget_gib; the rest spills to disk), the layer in float32 on the CPU
               and one Hessian [in, in] float32 per Linear being solved;
 - head:       GPTQ on the lm_head (targets.lm_head), after the last layer, with the activations still held: the
@@ -56,6 +58,7 @@ class RssTerms:
     library: int = 0
     outside_transient: int = 0
     shell: int = 0
+    shell_resident: int = 0
     activations: int = 0
     layer_compute: int = 0
     hessians: int = 0
@@ -67,7 +70,10 @@ class RssTerms:
 
     @property
     def outside_phase(self) -> int:
-        return self.outside + self.outside_transient + self.shell + self.activations
+        """Before the first decoder layer, three steps one after the other (each frees what it read): the
+        non-decoder tensors emitted, the shell loaded, the calibration samples captured through it. Summing
+        them predicted 11.3 GiB for a 12B-width GPTQ conversion that peaked at 7.2 (the shell load)."""
+        return max(self.outside + self.outside_transient, self.shell, self.shell_resident + self.activations)
 
     @property
     def layer_phase(self) -> int:
@@ -107,12 +113,13 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
             (_transient_params(lin, family) for lin in outside_lins), default=0)
     if family == "gptq":
         terms.update(_gptq_terms(config, shapes, recipe, gpu, calib_tokens, layer_lins, src))
-        terms["head"] = _head_bytes(shapes, recipe, src)
+        terms["head"] = _head_bytes(shapes, recipe, src, gpu)
     return RssTerms(**terms)
 
 
-def _head_bytes(shapes: ModelShapes, recipe, src: int) -> int:
-    """The lm_head's GPTQ (capture.calibrate_head in row blocks): 0 when the recipe leaves the head alone."""
+def _head_bytes(shapes: ModelShapes, recipe, src: int, gpu: bool) -> int:
+    """The lm_head's GPTQ (capture.calibrate_head in row blocks) on the host: 0 when the recipe leaves the head
+    alone; on a GPU host the solver's copies live on the GPU."""
     from ..capture import HEAD_ROW_BLOCK
 
     head = next((lin for lin in shapes.linears if lin.name == "lm_head"), None)
@@ -120,7 +127,8 @@ def _head_bytes(shapes: ModelShapes, recipe, src: int) -> int:
         return 0
     rows = min(head.out_features, HEAD_ROW_BLOCK)
     stored = sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith("lm_head."))
-    return head.in_features * (head.out_features * src + rows * (TRANSIENT_BYTES_PER_PARAM["gptq"] + 4)) + stored
+    solving = 0 if gpu else rows * (TRANSIENT_BYTES_PER_PARAM["gptq"] + 4)
+    return head.in_features * (head.out_features * src + solving) + stored
 
 
 def _transient_params(lin, family: str) -> int:
@@ -158,5 +166,6 @@ def _gptq_terms(config, shapes, recipe, gpu: bool, calib_tokens, layer_lins, src
     acts = min(int(calib.activation_budget_gib * GIB), tokens * config.text_config.hidden_size * compute)
     layer_params = sum(lin.in_features * lin.out_features for lin in layer_lins)
     hessians = _hessian_bytes(layer_lins, getattr(recipe.scheme, "true_sequential", True))
-    return {"library": GPTQ_LIBRARY_BYTES, "shell": shell_params * (src if gpu else src + 4), "activations": acts,
+    return {"library": GPTQ_LIBRARY_BYTES, "shell": shell_params * (src if gpu else src + 4),
+            "shell_resident": 0 if gpu else shell_params * compute, "activations": acts,
             "layer_compute": 0 if gpu else layer_params * 4, "hessians": 0 if gpu else hessians}

@@ -195,13 +195,15 @@ def extrapolate_12b(baseline: int) -> list[dict]:
 def render_extrapolation(rows: list[dict]) -> list[str]:
     gib = 2**30
     lines = ["## Pixtral-12B conversion (extrapolated from the term model, not measured)", "",
-             "| conversion | baseline | library | outside | shard | layer | transient | shell | activations | "
-             "layer f32 | Hessians | predicted peak |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Terms in GiB; the peak is baseline + library + the largest phase (memory.conversion.RssTerms), not "
+             "the sum of the terms.", "",
+             "| conversion | baseline | library | outside | outside transient | shard | layer | transient | shell "
+             "load | shell resident | activations | layer f32 | Hessians | lm_head GPTQ | predicted peak |",
+             "| --- |" + " ---: |" * 14]
     for r in rows:
         t = r["terms"]
-        keys = ("baseline", "library", "outside", "shard", "layer", "transient", "shell", "activations",
-                "layer_compute", "hessians")
+        keys = ("baseline", "library", "outside", "outside_transient", "shard", "layer", "transient", "shell",
+                "shell_resident", "activations", "layer_compute", "hessians", "head")
         cells = " | ".join(f"{t[k] / gib:.2f}" for k in keys)
         lines.append(f"| {r['label']} | {cells} | **{r['peak'] / gib:.1f} GiB** |")
     return lines + [""]
