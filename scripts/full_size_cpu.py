@@ -376,13 +376,20 @@ def convert_measured(run: Run, key: str, model_dir: Path, out: Path, *, model: s
                   "timing": timing}, predicted_rss=guess)
     r = m["result"]
     planned = memory_report(model_dir, recipe)["checkpoint"]["total_bytes"]
-    terms = rss_terms(model_dir, recipe, m["baseline_rss"], r["calibration_tokens"])
-    full = rss_terms(model, recipe, m["baseline_rss"], r["calibration_tokens"])  # the same at full depth
     return {"scheme": recipe.scheme.name, "targets": asdict(recipe.targets), "measured": m,
             "seconds": r["seconds"], "bytes": r["bytes_after"], "plan_bytes": planned,
             "plan_bytes_full_depth": checkpoint_bytes(model, recipe) if layers else planned,
-            "bytes_exact": r["bytes_after"] == planned, "rss_terms": asdict(terms),
-            "rss": verdict(m["peak"], terms.peak), "rss_full_depth_predicted": full.peak,
+            "bytes_exact": r["bytes_after"] == planned, **convert_predictions(model, recipe, m, layers)}
+
+
+def convert_predictions(model: str, recipe, m: dict, layers: int | None) -> dict:
+    """The conversion-RSS model's terms for a measured convert job `m` of `model` cut to `layers` (from the
+    config: the job's own baseline and calibration tokens), its verdict, and the prediction at full depth plus
+    the measured error."""
+    tokens = m["result"]["calibration_tokens"]
+    terms = rss_terms(model, recipe, m["baseline_rss"], tokens, layers)
+    full = rss_terms(model, recipe, m["baseline_rss"], tokens)
+    return {"rss_terms": asdict(terms), "rss": verdict(m["peak"], terms.peak), "rss_full_depth_predicted": full.peak,
             "rss_full_depth_extrapolated": full.peak + m["peak"] - terms.peak}
 
 
@@ -414,11 +421,19 @@ def predictions(model, recipe, workload: Workload, m: dict, full_model: str | No
 
 
 def repredict(report: dict, mode: Mode) -> None:
-    """Recompute each recorded load/generate prediction (int4 / int8 / nf4, large) with the current model, from
-    the stage's measured import baseline and kernel: the prediction is a function of the model's config and the
-    recipe (the checkpoint itself is deleted after its stage), so a fixed model re-scores the old measurement.
-    Measurements are not touched."""
-    rs = recipes(mode)
+    """Recompute each recorded prediction with the current models: conversion RSS (every conversion, from its
+    measured import baseline and calibration tokens) and load/generate (int4 / int8 / nf4, large, from the
+    stage's baseline and kernel). Predictions are functions of the model's config and the recipe (the checkpoints
+    are deleted after their stage), so a fixed model re-scores the old measurements. Measurements are not
+    touched."""
+    rs, st = recipes(mode), report["stages"]
+    for key in ("int4", "int8", "nf4"):
+        if conv := st.get(key, {}).get("convert"):
+            conv.update(convert_predictions(mode.model, rs[key], conv["measured"], None))
+    for n, r in st.get("gptq", {}).get("runs", {}).items():
+        r["convert"].update(convert_predictions(mode.model, rs["gptq"], r["convert"]["measured"], int(n)))
+    if conv := st.get("large", {}).get("convert"):
+        conv.update(convert_predictions(mode.large, rs["large"], conv["measured"], mode.large_layers))
     for key in ("int4", "int8", "nf4"):
         gen = report["stages"].get(key, {}).get("generate")
         if gen is not None:

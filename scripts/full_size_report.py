@@ -49,6 +49,8 @@ def checks(report: dict) -> list[tuple[str, bool | None]]:
     if s := _ok(st, "gptq"):
         for n, r in s["runs"].items():
             out += [(f"gptq {n} layers: checkpoint bytes equal to the plan", r["convert"]["bytes_exact"]),
+                    (f"gptq {n} layers: peak RSS within 15 % of the model",
+                     None if tiny else r["convert"]["rss"]["within_tolerance"]),
                     (f"gptq {n} layers: peak RSS under 16 GiB", r["convert"]["rss"]["under_limit"])]
         # tiny mode: a layer takes seconds, and one-time costs (first calls, allocator growth) outweigh it
         out.append((f"gptq: seconds per layer flat within 15 % ({' vs '.join(s['per_layer_seconds'])} layers)",
