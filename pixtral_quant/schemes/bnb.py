@@ -57,9 +57,7 @@ STATE = "weight.quant_state.bitsandbytes__nf4"
 def fixed_width_state(packed: torch.Tensor) -> torch.Tensor:
     """bitsandbytes' packed quant_state JSON (uint8 [n]) → the same fields with the float nested_offset
     fixed-width (memory.storage.packed_state_json: the plan's size is then exact), uint8 [m]."""
-    from bitsandbytes.functional import unpack_tensor_to_dict
-
-    text = packed_state_json(unpack_tensor_to_dict(packed))
+    text = packed_state_json(_bnb_functional().unpack_tensor_to_dict(packed))
     return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
 
 
