@@ -270,8 +270,7 @@ def calibrate_head(ckpt: Checkpoint, make_solver, store: ActivationStore, device
     (schemes.gptq.GptqSolver; HEAD_ROW_BLOCK): the Hessian is accumulated once, on the first block, and every
     other block solves with a copy of it: the same GPTQ. None: all rows at once."""
     weight = read_tensors(ckpt, [f"{HEAD}.weight"])[f"{HEAD}.weight"]  # source dtype [vocab, hidden]
-    starts = range(0, weight.shape[0], rows or weight.shape[0])
-    leader = make_solver(_head_linear(weight[: starts[1] if len(starts) > 1 else None], device, dtype))
+    leader = make_solver(_head_linear(weight[:rows], device, dtype))  # rows None: all of them
     for x in head_inputs(ckpt, store, device, dtype):
         leader.add_batch(x)
         advance()
@@ -279,7 +278,7 @@ def calibrate_head(ckpt: Checkpoint, make_solver, store: ActivationStore, device
         tensors, loss, _ = leader.finish()
         return tensors, loss
     parts = []
-    for start in starts[1:]:  # the leader's Hessian is freed by its own finish: it goes last
+    for start in range(rows, weight.shape[0], rows):  # the leader's Hessian is freed by its finish: it goes last
         follower = make_solver(_head_linear(weight[start:start + rows], device, dtype))
         follower.adopt(leader)
         parts.append(follower.finish()[:2])

@@ -430,16 +430,13 @@ def repredict(report: dict, mode: Mode) -> None:
     for key in ("int4", "int8", "nf4"):
         if conv := st.get(key, {}).get("convert"):
             conv.update(convert_predictions(mode.model, rs[key], conv["measured"], None))
+        if gen := st.get(key, {}).get("generate"):
+            gen.update(predictions(mode.model, rs[key], mode.workload, gen["measured"]))
     for n, r in st.get("gptq", {}).get("runs", {}).items():
         r["convert"].update(convert_predictions(mode.model, rs["gptq"], r["convert"]["measured"], int(n)))
     if conv := st.get("large", {}).get("convert"):
         conv.update(convert_predictions(mode.large, rs["large"], conv["measured"], mode.large_layers))
-    for key in ("int4", "int8", "nf4"):
-        gen = report["stages"].get(key, {}).get("generate")
-        if gen is not None:
-            gen.update(predictions(mode.model, rs[key], mode.workload, gen["measured"]))
-    gen = report["stages"].get("large", {}).get("generate")
-    if gen is not None:  # its few-layer checkpoint is gone: its config, written to a folder, stands in
+    if gen := st.get("large", {}).get("generate"):  # its few-layer checkpoint is gone: its config stands in
         with tempfile.TemporaryDirectory(prefix="large-config-") as folder:
             config_of(mode.large, mode.large_layers).save_pretrained(folder)
             gen.update(predictions(folder, rs["large"], mode.workload, gen["measured"], full_model=mode.large))
@@ -606,9 +603,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="ignore the existing JSON (default: keep its ok stages)")
     ap.add_argument("--keep", action="store_true", help="keep the synthesized source at the end")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--repredict", action="store_true", help="run no stage: recompute the load/generate predictions "
-                    "of the recorded stages from what they measured (import baseline, kernel), after a fix of the "
-                    "model, and rewrite the report")
+    ap.add_argument("--repredict", action="store_true", help="run no stage: recompute the conversion-RSS and "
+                    "load/generate predictions of the recorded stages from what they measured (import baseline, "
+                    "calibration tokens, kernel), after a fix of a model, and rewrite the report")
     ap.add_argument("--verbose", action="store_true", help="third-party logging and warnings on (as the CLI's)")
     args = ap.parse_args(argv)
     from pixtral_quant.cli.quiet import silenced
