@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+PACKAGE = Path(__file__).resolve().parent
+ASSETS = PACKAGE / "assets"
 TINY_MODEL = ASSETS / "tiny-pixtral"
 TINY_EVAL = ASSETS / "tiny-pixtral-eval"
 CONFIGS = ASSETS / "configs"
@@ -27,3 +28,19 @@ SHIPPED_TOKENIZERS = {"pixtral-12b": "tekken", "pixtral-12b-native": "tekken", "
 def resolve_shipped(name_or_path: str | Path) -> Path | None:
     """The shipped directory a short name refers to, or None when it is not a shipped name."""
     return SHIPPED.get(str(name_or_path))
+
+
+# Folders kept at the repository root (the source of truth) that a wheel or sdist also carries: setup.py's
+# build_py copies them to pixtral_quant/_shipped/ in the built package; a source checkout or an editable install
+# reads them where they are.
+SHIPPED_FOLDERS = ("recipes", "calibration")
+PACKAGED = PACKAGE / "_shipped"
+
+
+def shipped_folder(name: str) -> Path:
+    """recipes/ or calibration/: the installed package's copy when there is one, else the checkout's folder.
+    One lookup for every install: wheel, sdist, editable, or a plain checkout on sys.path."""
+    if name not in SHIPPED_FOLDERS:
+        raise ValueError(f"{name!r} is not one of {SHIPPED_FOLDERS}")
+    packaged = PACKAGED / name
+    return packaged if packaged.is_dir() else PACKAGE.parent / name

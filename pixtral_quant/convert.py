@@ -323,7 +323,11 @@ def first_layer_inputs(ckpt, cset, calib, store, device, dtype, reporter: Report
     arguments of the decoder layers, capture.CaptureStats, the shell's text config). The shell is dropped on
     return: only one decoder layer is on the device from then on."""
     from .calibration.dataset import open_tokenizer
+    from .reproducible import ENV, MODE, gemm_is_thread_invariant
 
+    if device.type == "cpu" and not gemm_is_thread_invariant():  # MKL started before pixtral_quant was imported
+        reporter.log(f"warning: MKL's float sums depend on the thread count in this process, so the checkpoint's "
+                     f"bytes will too; set {ENV}={MODE} before starting Python (pixtral_quant/reproducible.py)")
     shell = capture.load_shell(ckpt, device, dtype)
     samples = (capture.strip_images(m) if calib.text_only else m for m in cset)
     kwargs, stats = capture.capture_inputs(shell, samples, open_tokenizer(ckpt.tokenizer), device, store,

@@ -1,4 +1,5 @@
-"""Recipes: YAML files (recipes/*.yaml at the repository root) parsed into config.Recipe.
+"""Recipes: YAML files (recipes/*.yaml at the repository root, shipped in the wheel: assets.shipped_folder)
+parsed into config.Recipe.
 
     recipe = load_recipe("tiny-gptq-int4")          # a shipped recipe by name
     recipe = load_recipe("my/recipe.yaml")          # or any file
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .assets import shipped_folder
 from .config import Recipe, recipe_from_dict
 from .errors import InputError
 from .export.manifest import MANIFEST
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = shipped_folder("recipes")
 DEFAULT_RECIPE = "tiny-gptq-int4"  # what `pixtral-quant convert` with no arguments runs
 
 

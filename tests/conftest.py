@@ -64,3 +64,18 @@ def llama_cpp():
             pytest.fail(f"CI must run llama.cpp: {exc} (scripts/install_llamacpp.sh installs it)")
         pytest.skip(f"llama-cpp-python is not installed ({exc}): bash scripts/install_llamacpp.sh")
     return llama_cpp
+
+
+# --- the README's test command (scripts/test.sh) runs everything --------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under scripts/test.sh (PIXTRAL_QUANT_ALL_TESTS=1) a skip is a failure, except for `gpu` tests on a host
+    without CUDA: the command promises the whole suite ran, so a missing vLLM, llama.cpp or library is an error."""
+    outcome = yield
+    report = outcome.get_result()
+    if (os.environ.get("PIXTRAL_QUANT_ALL_TESTS") == "1" and report.skipped and not hasattr(report, "wasxfail")
+            and item.get_closest_marker("gpu") is None):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped, but scripts/test.sh runs every test but the GPU ones: {reason}"

@@ -1,5 +1,8 @@
-"""Same inputs → byte-identical checkpoints, for every scheme, across two processes with different torch thread
-counts (issue 11, item 3). The GPTQ schemes run their default true-sequential path on image calibration."""
+"""Same inputs → byte-identical checkpoints, for every scheme: three processes at once, with 1, 2 and again 2 torch
+threads (issue 11, item 3; issue 20, item 2: the README's determinism table). The GPTQ schemes run their default
+true-sequential path on image calibration. The calibrated schemes run a second time on the AVX2 code paths of
+torch, MKL and oneDNN (what an AVX2-only AMD EPYC runs natively), so every CPU of this machine kind tests both
+the kernels it has and the AVX2 ones."""
 
 from __future__ import annotations
 
@@ -22,22 +25,30 @@ def files(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+# The AVX2 code paths on any x86-64 CPU: ATen's kernels, MKL's and oneDNN's instruction sets capped at AVX2.
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+CASES = [(s, "native") for s in scheme_names()] + [(s, "avx2") for s in scheme_names() if s.startswith("gptq")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", scheme_names())
-def test_two_processes_with_1_and_2_threads_write_the_same_bytes(tiny_model_dir, tmp_path, scheme):
+@pytest.mark.parametrize(("scheme", "isa"), CASES, ids=[f"{s}-{i}" for s, i in CASES])
+def test_processes_with_1_2_and_again_2_threads_write_the_same_bytes(tiny_model_dir, tmp_path, scheme, isa):
     extra = (CALIBRATED if scheme.startswith("gptq") else []) + BUDGETS.get(scheme, [])
     procs = {}
-    for threads in (1, 2):  # both at once: two processes, each with its own thread count
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    for run, threads in (("t1", 1), ("t2", 2), ("t2-again", 2)):  # at once: each process its own thread count
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               **(AVX2 if isa == "avx2" else {})}
         argv = [*CLI, "convert", "--model", str(tiny_model_dir), "--scheme", scheme, *extra,
-                "--out", str(tmp_path / f"t{threads}")]
-        procs[threads] = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for threads, proc in procs.items():
+                "--out", str(tmp_path / run)]
+        procs[run] = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for run, proc in procs.items():
         _, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{threads} thread(s): {err[-2000:]}"
-    one, two = files(tmp_path / "t1"), files(tmp_path / "t2")
-    assert "model.safetensors" in one and "manifest.json" in one
-    assert one == two, {k: (one.get(k), two.get(k)) for k in set(one) | set(two) if one.get(k) != two.get(k)}
+        assert proc.returncode == 0, f"{run}: {err[-2000:]}"
+    got = {run: files(tmp_path / run) for run in procs}
+    assert "model.safetensors" in got["t1"] and "manifest.json" in got["t1"]
+    for run in ("t2", "t2-again"):  # "t2-again": the same thread count; "t2": another one
+        diff = {k for k in set(got["t1"]) | set(got[run]) if got["t1"].get(k) != got[run].get(k)}
+        assert not diff, f"t1 vs {run}: {sorted(diff)} differ"
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Where the built-in sets live: `calibration/{calib,eval,tiny}/manifest.jsonl` at the repository root.
 
-They sit beside the package (not inside it) so the wheel stays small; an editable install or a source
-checkout finds them, and PIXTRAL_QUANT_CALIBRATION can point elsewhere (e.g. a copy on a cluster).
+The repository's folder is the source of truth; a wheel or sdist carries a copy (setup.py), and one lookup finds
+either (assets.shipped_folder). PIXTRAL_QUANT_CALIBRATION can point elsewhere (e.g. a copy on a cluster).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..assets import shipped_folder
 from ..errors import InputError
 
 BUILTIN = {"calib": "calib", "eval": "eval", "tiny": "tiny"}  # set name → subfolder of the calibration root
@@ -20,7 +21,7 @@ ENV = "PIXTRAL_QUANT_CALIBRATION"
 def calibration_root() -> Path:
     """The folder holding the built-in sets."""
     env = os.environ.get(ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
+    return Path(env) if env else shipped_folder("calibration")
 
 
 def builtin_name(spec: str) -> str | None:
@@ -38,6 +39,6 @@ def builtin_manifest(name: str) -> Path:
     path = calibration_root() / BUILTIN[name] / "manifest.jsonl"
     if not path.is_file():
         raise InputError(f"built-in set {name!r} not found at {path}", where=PREFIX + name,
-                         fix=f"run from a source checkout (pip install -e .), set {ENV} to the calibration folder, "
-                             "or rebuild it with `python scripts/make_calibration_sets.py`")
+                         fix=f"reinstall pixtral-quant (its wheel carries the built-in sets), set {ENV} to a "
+                             "calibration folder, or rebuild it with `python scripts/make_calibration_sets.py`")
     return path

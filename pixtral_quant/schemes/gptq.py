@@ -60,9 +60,9 @@ class GptqSolver:
         self.bias = None if linear.bias is None else linear.bias.detach()
 
     def add_batch(self, x: torch.Tensor) -> None:
-        """x: the Linear's input for one sample, [1, T, in] (any float dtype)."""
-        with one_thread_on_cpu(x.device):
-            self.task.add_batch(x.detach(), None)
+        """x: the Linear's input for one sample, [1, T, in] (any float dtype). Every thread: the update is Xᵀ·X,
+        a GEMM, which MKL's strict reproducible mode computes the same with any thread count (reproducible.py)."""
+        self.task.add_batch(x.detach(), None)
 
     def solve(self) -> tuple[intquant.IntQuantized, float, torch.Tensor]:
         """(the integers, GPTQModel's average loss, dequantized weight float32 [out, in]). The loss is
