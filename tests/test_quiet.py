@@ -85,7 +85,7 @@ def test_mixed_convert_and_validate_are_quiet(tmp_path):
     assert noise(stdout, stderr) == [] and stdout == ""
     args = ("validate", "--candidate", str(out), "--num-samples", "2", "--max-new-tokens", "2")
     rc, stdout, stderr = run(*args)
-    assert rc in (0, 1), stderr
+    assert rc == 0 and "PASS" in stdout + stderr, stderr  # the mix passes its recipe's thresholds (KL 6e-8)
     assert noise(stdout, stderr) == []
     rc, stdout, stderr = run("--verbose", *args)
     assert "ompressing model" in stdout + stderr

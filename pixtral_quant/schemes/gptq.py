@@ -25,10 +25,11 @@ def group_aware(config) -> bool:
 
 @contextlib.contextmanager
 def one_thread_on_cpu(device: torch.device):
-    """Run the block with one torch thread when it computes on the CPU. Why: the Hessian update is Xᵀ·X, a
-    reduction over the T tokens that CPU BLAS splits among its threads, so its float32 sum (and from it every
-    GPTQ integer) depended on torch.get_num_threads(); with one thread the checkpoint is the same bytes on any
-    CPU count (tests/test_determinism.py). Costs up to a third of a CPU-only calibration; CUDA is unaffected."""
+    """Run the block with one torch thread when it computes on the CPU. Why: GPTQ's solve factors the Hessian
+    (Cholesky, its inverse: LAPACK), whose float results depend on the thread count even in MKL's strict
+    reproducible mode, which covers GEMM only (reproducible.py; measured on AMD EPYC at 512-5120 columns); with one
+    thread the checkpoint is the same bytes with any thread count (tests/test_determinism.py). The Hessian's
+    accumulation, a GEMM, runs on every thread. CUDA is unaffected."""
     if torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
         yield
         return
