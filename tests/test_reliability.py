@@ -40,7 +40,9 @@ def checkpoint(folder: Path, tag: str) -> Path:
 
 
 def is_complete(folder: Path, tag: str) -> bool:
-    return folder.is_dir() and digest(folder) == digest_of(tag)
+    """`folder` is checkpoint `tag`, whole (a resume journal beside it aside)."""
+    return folder.is_dir() and {k: v for k, v in digest(folder).items()
+                                if Path(k).parts[0] != MARKER} == digest_of(tag)
 
 
 def digest_of(tag: str) -> dict[str, str]:
@@ -55,47 +57,81 @@ class Killed(BaseException):
     """Stands for SIGKILL inside the process: nothing after the raising call runs."""
 
 
-def kill_at_rename(monkeypatch, n: int) -> None:
-    """The n-th os.rename call (0-based) never happens: the process 'dies' right before it."""
-    calls = [0]
-    real = os.rename
-
-    def rename(a, b):
-        if calls[0] == n:
-            raise Killed
-        calls[0] += 1
-        return real(a, b)
-
-    monkeypatch.setattr(atomic.os, "rename", rename)
+# commit's steps that change the disk, in order: the exchange, each rename, each rmtree of the cleanup. The
+# no-kill run checks this list (test_commit_takes_these_steps), so every step below really gets a kill.
+STEPS = {True: ["exchange out.partial out", "rename out.partial out.replaced", "rmtree out.replaced",
+                f"rmtree {MARKER}"],
+         False: ["exchange out.partial out", "rename out out.replaced", "rename out.partial out",
+                 "rmtree out.replaced", f"rmtree {MARKER}"]}
 
 
-@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "rename-fallback"])
-@pytest.mark.parametrize("kill_at", [0, 1, None], ids=["before-1st-rename", "before-2nd-rename", "no-kill"])
-def test_swap_never_leaves_out_without_a_complete_checkpoint(tmp_path, monkeypatch, exchange, kill_at):
+def kill_at_step(monkeypatch, n: int | None, midway: bool = False) -> list[str]:
+    """The n-th step (0-based) of STEPS never happens: the process 'dies' right before it, or (midway, an rmtree)
+    after deleting one of its files. Returns the steps taken."""
+    taken: list[str] = []
+
+    def step(name, real, midway_ok=False):
+        def wrapped(*paths, **kw):
+            if len(taken) == n:
+                if midway and midway_ok:
+                    next(p for p in sorted(Path(paths[0]).rglob("*")) if p.is_file()).unlink()
+                raise Killed
+            taken.append(" ".join([name, *(Path(p).name for p in paths)]))
+            return real(*paths, **kw)
+        return wrapped
+
+    monkeypatch.setattr(atomic, "_exchange", step("exchange", atomic._exchange))
+    monkeypatch.setattr(atomic.os, "rename", step("rename", os.rename))
+    monkeypatch.setattr(atomic.shutil, "rmtree", step("rmtree", shutil.rmtree, midway_ok=True))
+    return taken
+
+
+def swap_setup(tmp_path, monkeypatch, exchange):
     out = checkpoint(tmp_path / "out", "old")
     new = checkpoint(atomic.partial_path(out), "new")
     (new / MARKER).mkdir()
+    (new / MARKER / journal.STATE).write_text("{}")  # the journal is never empty: a midway rmtree deletes it
     if not exchange:
         monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
-    if kill_at is not None:
-        kill_at_rename(monkeypatch, kill_at)
-    try:
+    return out, new
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "rename-fallback"])
+def test_commit_takes_these_steps(tmp_path, monkeypatch, exchange):
+    out, new = swap_setup(tmp_path, monkeypatch, exchange)
+    taken = kill_at_step(monkeypatch, None)
+    atomic.commit(new, out, marker=MARKER)
+    assert taken == STEPS[exchange]
+
+
+KILLS = [pytest.param(exchange, n, midway, id=f"{'exchange' if exchange else 'fallback'}-"
+                      f"{'midway' if midway else 'before'}-{step}".replace(" ", "-"))
+         for exchange in (True, False) for n, step in enumerate(STEPS[exchange])
+         for midway in ((False, True) if step.startswith("rmtree") else (False,))]
+
+
+@pytest.mark.parametrize("exchange,kill_at,midway", KILLS)
+def test_a_kill_at_any_step_leaves_a_checkpoint_the_next_run_recovers(tmp_path, monkeypatch, exchange, kill_at,
+                                                                      midway):
+    out, new = swap_setup(tmp_path, monkeypatch, exchange)
+    kill_at_step(monkeypatch, kill_at, midway)
+    with pytest.raises(Killed):
         atomic.commit(new, out, marker=MARKER)
-    except Killed:
-        pass
     monkeypatch.undo()
     # Right after the kill: OUT is complete (old or new), or (fallback, between its renames) both are complete
     # under their side names.
     assert (is_complete(out, "old") or is_complete(out, "new")
-            or (is_complete(atomic.replaced_path(out), "old") and not out.exists()))
-    atomic.recover(out, marker=MARKER)
-    # Only the fallback killed before its first rename has not begun the swap; every later instant ends "new".
-    expected = "old" if (not exchange and kill_at == 0) else "new"
+            or (is_complete(atomic.replaced_path(out), "old") and is_complete(new, "new") and not out.exists()))
+    # Only a kill before the swap began (the exchange, or the fallback's first rename) leaves "old"; the new
+    # checkpoint is then still there, journal and all, for --resume. Every later instant ends "new".
+    expected = "old" if kill_at < (1 if exchange else 2) else "new"
+    # The next run: check_out_dir recovers, then accepts OUT (with --resume exactly when there is one to resume).
+    atomic.check_out_dir(out, overwrite=True, resume=expected == "old", marker=MARKER)
     assert is_complete(out, expected), (expected, sorted(p.name for p in tmp_path.iterdir()))
-    assert not atomic.replaced_path(out).exists()
-    assert not (out / MARKER).exists()
-    # A new checkpoint that was not swapped in is still there to be resumed; the old one never lingers.
+    assert not atomic.replaced_path(out).exists() and not (out / MARKER).exists()
     assert atomic.partial_path(out).exists() == (expected == "old")
+    if expected == "old":
+        assert (new / MARKER / journal.STATE).is_file()
 
 
 def test_exchange_is_available_here(tmp_path):

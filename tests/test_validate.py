@@ -98,12 +98,31 @@ def test_kl_and_agreement_match_an_independent_computation(good):
     assert row["top1_agree"] == int((ref.argmax(-1) == cand.argmax(-1)).sum())
 
 
-def test_baseline_against_itself_passes(good, work):
-    r = cli("validate", "--candidate", str(good[0]), "--num-samples", N,
-            "--baseline", str(work / "rep-g8" / "report.json"), "--report-dir", str(work / "rep-self"))
-    assert r.exit_code == 0, r.output
-    checks = json.loads((work / "rep-self" / "report.json").read_text())["candidates"][0]["baseline"]["checks"]
-    assert {c["metric"] for c in checks} >= {"mean_kl", "top1_agreement", "recovery"} and all(c["passed"] for c in checks)
+def test_baseline_checks_against_an_independent_baseline(good, work):
+    """A baseline whose numbers are not the candidate's (its own report, metrics moved): a drop within the
+    tolerance passes, one past it fails, and each record holds the baseline's number and the limit from it."""
+    from pixtral_quant.config import Tolerances
+
+    report = json.loads(json.dumps(good[2]))
+    now = dict(report["candidates"][0]["metrics"]["overall"])
+    moved = {"mean_kl": 0.95 * now["mean_kl"],  # KL 5 % up: within kl_rel (10 %)
+             "top1_agreement": now["top1_agreement"] + 0.005,  # down 0.005: within rate_abs (0.01)
+             "recovery": now["recovery"] + 0.02}  # down 0.02: past rate_abs, the one regression
+    report["candidates"][0]["metrics"]["overall"].update(moved)
+    (work / "base-moved.json").write_text(json.dumps(report))
+    r = cli("validate", "--candidate", str(good[0]), "--num-samples", N, "--baseline", str(work / "base-moved.json"),
+            "--report-dir", str(work / "rep-moved"))
+    assert r.exit_code == 1, r.output
+    assert "recovery regressed vs baseline" in r.output and r.output.count("regressed vs baseline") == 1
+    checks = json.loads((work / "rep-moved" / "report.json").read_text())["candidates"][0]["baseline"]["checks"]
+    by_metric = {c["metric"]: c for c in checks}
+    assert set(by_metric) >= set(moved)
+    tol = Tolerances()
+    for metric, base in moved.items():
+        c = by_metric[metric]
+        limit = base * (1 + tol.kl_rel) + tol.kl_abs if metric == "mean_kl" else base - tol.rate_abs
+        assert (c["baseline"], c["value"]) == (base, now[metric]) and c["limit"] == pytest.approx(limit), c
+        assert c["passed"] is (metric != "recovery"), c
 
 
 def test_baseline_with_a_worse_candidate_fails(broken, work, good):
