@@ -3,7 +3,9 @@ through vLLM on the bundled tiny model (a good INT4 candidate passes, the broken
 threshold as under the transformers engine).
 
 The end-to-end tests need vLLM's environment (scripts/install_vllm.sh → .venv-vllm). Without it they skip
-locally, but FAIL when CI=true: CI builds that environment, so its absence there is a broken CI."""
+locally, but FAIL when CI is set (true or 1): CI builds that environment, so its absence there is a broken CI.
+Where this CPU's vLLM build has no INT4 kernel (AVX2 only), the end-to-end candidates are bf16 ones (what that
+build serves), decided by the engine's own check (engines.vllm.cpu_kernels)."""
 
 from __future__ import annotations
 
@@ -139,8 +141,8 @@ def need_vllm():
     why = vllm_ready()
     if why is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but vLLM's environment is missing ({why}): .ci/run must build it")
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        pytest.fail(f"CI is set but vLLM's environment is missing ({why}): .ci/run must build it")
     pytest.skip(f"vLLM's environment is not installed here ({why}); CI runs this test")
 
 
@@ -162,27 +164,39 @@ def int4(work):
 
 
 @pytest.fixture(scope="module")
-def broken(int4, work):
+def served(need_vllm, int4, work):
+    """(good, broken) candidates this CPU's vLLM build serves: the INT4 conversion where the INT4 kernel exists,
+    else a bf16 copy of the reference (AVX2-only CPU); broken = the good one with layer 1 zeroed."""
+    import shutil
+
+    from pixtral_quant.assets import TINY_MODEL
+    from pixtral_quant.engines import vllm as engine
     from pixtral_quant.fixtures.broken import zero_layer
 
-    return zero_layer(int4, work / "g4-layer1-zeroed", 1)
+    good = int4
+    if not engine.cpu_kernels()[engine.INT4_KERNEL]:
+        good = work / "bf16"
+        shutil.copytree(TINY_MODEL, good)
+    return good, zero_layer(good, work / f"{good.name}-layer1-zeroed", 1)
 
 
-def test_vllm_engine_end_to_end(need_vllm, int4, broken, work):
-    """One vLLM validation of a good and a broken INT4 candidate; the broken one breaks max_mean_kl, as under
+def test_vllm_engine_end_to_end(served, int4, work):
+    """One vLLM validation of a good and a broken candidate; the broken one breaks max_mean_kl, as under
     the transformers engine (tests/test_validate.py); the good one passes its recipe's bars."""
-    r = cli("validate", "--engine", "vllm", "--candidate", str(int4), "--candidate", str(broken),
+    good_dir, broken = served
+    r = cli("validate", "--engine", "vllm", "--candidate", str(good_dir), "--candidate", str(broken),
             "--num-samples", N, "--report-dir", str(work / "rep-vllm"))
     assert r.exit_code == 1, r.output
-    assert "g4-layer1-zeroed: max_mean_kl broken: mean_kl" in r.output and "off by" in r.output
-    assert "g4: " not in r.output  # the good candidate broke nothing
+    assert f"{broken.name}: max_mean_kl broken: mean_kl" in r.output and "off by" in r.output
+    assert f"{good_dir.name}: " not in r.output  # the good candidate broke nothing
     report = json.loads((work / "rep-vllm" / "report.json").read_text())
     assert report["engine"]["name"] == "vllm" and "top-20" in report["engine"]["teacher_forced"]
     good, bad = report["candidates"]
     assert good["passed"] and not bad["passed"]
     m = good["metrics"]["overall"]
     assert m["samples"] == int(N) and m["accuracy_ref"] >= 0.9 and m["top1_agreement"] >= 0.98
-    assert 0 < m["mean_kl"] < 0.05 and m["exact_match"] >= 0.9
+    assert m["mean_kl"] < 0.05 and m["exact_match"] >= 0.9
+    assert (m["mean_kl"] > 0) == (good_dir == int4)  # a bf16 copy of the reference gives identical logprobs
     assert bad["metrics"]["overall"]["mean_kl"] > 0.05
     assert "Engine: vllm" in (work / "rep-vllm" / "report.md").read_text()
 
@@ -206,3 +220,20 @@ def test_candidate_vllm_cannot_load_exits_2_with_vllms_reason(need_vllm, work):
     assert r.exit_code == 2, r.output
     assert "Unknown quantization method: bitsandbytes" in r.output and "fix:" in r.output
     assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+
+
+def test_int4_candidate_where_vllm_has_no_int4_kernel_exits_2_in_one_line(need_vllm, int4, tmp_path, monkeypatch):
+    """vLLM as an AVX2-only CPU runs it (tests/vllm_helpers.py): the bf16 reference runs (its own cache: it must
+    run here), the INT4 candidate is refused with the reason in one line and the fix; exit 2, no traceback."""
+    from pixtral_quant.engines import vllm as engine
+    from vllm_helpers import avx2_python
+
+    monkeypatch.setenv(engine.ENV_PYTHON, str(avx2_python(engine.find_python(), tmp_path)))
+    monkeypatch.setenv("PIXTRAL_QUANT_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(main, ["validate", "--engine", "vllm", "--candidate", str(int4), "--num-samples", "8"])
+    assert r.exit_code == 2, r.output
+    error = next(line for line in r.output.splitlines() if "cannot load this checkpoint" in line)
+    assert error.endswith("no cpu_gemm_wna16 kernel; this checkpoint has GPTQ 4-bit weights")
+    assert "fix: serve INT4 checkpoints with vLLM on a CPU with AVX-512" in r.output
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    assert any((tmp_path / "cache").rglob("*")), "the bf16 reference did not run under the AVX2 build"

@@ -30,6 +30,12 @@ API (what `validate --engine vllm` calls)::
 - `prompt_logprobs=k`: `Result.prompt_logprobs[i]` is {token_id: logprob} of the distribution at position i-1
   predicting prompt token i — vLLM's top-k plus the actual token i; entry 0 is None. Positions index
   `Result.prompt_token_ids`. Teacher-forced metrics from it are a top-k approximation of full-vocabulary ones.
+- vLLM's CPU build differs by CPU: on an AVX2-only CPU it runs its `_C_AVX2` extension, which has no INT4 kernel
+  (`cpu_gemm_wna16`). The worker checks each checkpoint against the kernels this CPU has (`cpu_kernels()` tells
+  them; vllm_worker.missing_kernel decides) and refuses an INT4 one before loading it, as a load error.
+- `max_model_len` (unless engine_args gives it): VllmConfig.max_model_len, raised to fit the longest prompt plus
+  max_tokens, never above any checkpoint's own limit (`context_limit`); a prompt that does not fit is an
+  InputError before vLLM starts.
 - A checkpoint vLLM cannot load: `generate` raises `VllmLoadError` (an InputError: exit 2, vLLM's own message,
   a fix from `FIXES`); `generate_many` returns it in `ModelRun.error` and goes on with the next checkpoint.
 - No vLLM environment: `MissingDependencyError` naming the install command (`find_python`).
@@ -43,7 +49,7 @@ Request / result JSON between the two processes (`vllm_worker.py` reads / writes
                "sampling": {"max_tokens": int, "prompt_logprobs": int | null},
                "engine": {vllm.LLM keywords}, "options": {"threads": int | null, "verbose": bool,
                                                        "cpu_kvcache_gib": int}}
-    RESULT = {"vllm_version", "python", "import_s",
+    RESULT = {"vllm_version", "python", "import_s", "cpu_kernels": null | {"extension", "cpu_gemm_wna16"},
               "models": [{"model", "error": null | {"type", "message", "traceback"},
                           "timings": {"load_s", "generate_s"},
                           "results": [{"prompt_token_ids", "token_ids", "text", "finish_reason",
@@ -63,7 +69,8 @@ from pathlib import Path
 
 from ..config import VllmConfig
 from ..errors import InputError, MissingDependencyError, PixtralQuantError
-from .vllm_worker import collapse_image_blocks  # noqa: F401 - the worker's (standalone) copy is the only one
+from .vllm_worker import INT4_KERNEL, collapse_image_blocks, missing_kernel  # noqa: F401 - the worker's
+# (standalone) copies are the only ones
 
 ENV_PYTHON = "PIXTRAL_QUANT_VLLM_PYTHON"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +103,14 @@ FIXES = {
     "Couldn't instantiate the backend tokenizer":
         "the checkpoint lacks a Hugging Face tokenizer (tokenizer.json); convert it again with this version of "
         "pixtral-quant (it writes it)",
+    f"has no {INT4_KERNEL} kernel":
+        "serve INT4 checkpoints with vLLM on a CPU with AVX-512 or on a CUDA GPU; on this CPU vLLM's CPU build "
+        "serves bf16 (docs/vllm.md, the CPU column), and validate --engine transformers runs INT4 anywhere",
 }
 DEFAULT_FIX = "see docs/vllm.md for what vLLM's loader reads"
+# A Mistral-native params.json without a context length: what vLLM then assumes (transformers_utils/configs/
+# mistral.py), as loading/params.py reads it.
+NATIVE_DEFAULT_CONTEXT = 131072
 
 
 class VllmLoadError(InputError):
@@ -146,6 +159,7 @@ class ModelRun:
     error: VllmLoadError | None
     timings: dict[str, float]
     vllm_version: str
+    cpu_kernels: dict | None = None  # vllm_worker.cpu_kernels() of the worker's CPU; None off vLLM's CPU platform
 
 
 def check_available() -> Path:
@@ -174,6 +188,53 @@ def find_python(python: str | Path | None = None) -> Path:
         return Path(sys.executable)
     raise MissingDependencyError("vLLM is not installed (no .venv-vllm/ and no `vllm` in this environment)",
                                  fix=INSTALL_FIX)
+
+
+def cpu_kernels(python=None) -> dict | None:
+    """vLLM's CPU extension on this CPU and whether it has the INT4 kernel: {"extension", INT4_KERNEL: bool}, None
+    off vLLM's CPU platform — the check the worker applies to every checkpoint (vllm_worker.cpu_kernels).
+    One short vLLM process (about 6 s: vLLM's import)."""
+    exe = find_python(python)
+    proc = subprocess.run([str(exe), str(WORKER), "--kernels"], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise VllmRunError(f"the vLLM kernel probe failed (exit code {proc.returncode}): {tail}", where=exe,
+                           fix=f"check the vLLM environment ({INSTALL_FIX})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["cpu_kernels"]
+
+
+def context_limit(model_dir: Path) -> int:
+    """The longest sequence (tokens) a checkpoint allows, as vLLM derives it: config.json's
+    text_config.max_position_embeddings (or top level); params.json's max_position_embeddings / max_seq_len,
+    else NATIVE_DEFAULT_CONTEXT."""
+    from ..loading.files import read_json
+
+    model_dir = Path(model_dir)
+    if (model_dir / "config.json").is_file():
+        config = read_json(model_dir / "config.json")
+        limit = (config.get("text_config") or {}).get("max_position_embeddings", config.get("max_position_embeddings"))
+        if limit is None:
+            raise InputError("config.json gives no max_position_embeddings", where=model_dir / "config.json",
+                             fix="add text_config.max_position_embeddings (the model's context length)")
+        return int(limit)
+    params = read_json(model_dir / "params.json")
+    return int(params.get("max_position_embeddings", params.get("max_seq_len", NATIVE_DEFAULT_CONTEXT)))
+
+
+def fit_max_model_len(limits: dict[Path, int], longest: int, default: int) -> int:
+    """vLLM's max_model_len for one run: `default`, raised to `longest` (the longest prompt plus its new tokens),
+    never above the smallest of `limits` ({checkpoint: context_limit}); InputError when `longest` exceeds it. Pure."""
+    model, limit = min(limits.items(), key=lambda item: item[1])
+    if longest > limit:
+        raise InputError(f"the longest prompt needs {longest} tokens (prompt + new tokens), above this "
+                         f"checkpoint's context of {limit} (max_position_embeddings)", where=model,
+                         fix="use an eval set with shorter prompts or smaller images, or fewer --max-new-tokens")
+    return min(max(default, longest), limit)
+
+
+def _longest(requests: list[Request], max_tokens: int) -> int:
+    """Longest token-id prompt plus max_tokens (chat prompts are tokenized by vLLM: not counted)."""
+    return max([len(r.token_ids) for r in requests if r.token_ids is not None] + [0]) + int(max_tokens)
 
 
 def image_ids(model_dir: Path) -> tuple[int, int]:
@@ -212,6 +273,9 @@ def generate_many(model_dirs: list, requests: list[Request], max_tokens: int, pr
     engine = {**ENGINE_DEFAULTS, "tensor_parallel_size": tensor_parallel_size,
               "pipeline_parallel_size": pipeline_parallel_size,
               "distributed_executor_backend": distributed_executor_backend, **(engine_args or {})}
+    if "max_model_len" not in (engine_args or {}):
+        limits = {m: context_limit(m) for m in model_dirs}
+        engine["max_model_len"] = fit_max_model_len(limits, _longest(requests, max_tokens), _SETTINGS.max_model_len)
     with tempfile.TemporaryDirectory(prefix="pq-vllm-") as tmp:
         tmp = Path(tmp)
         wire = _wire_prompts(requests, tmp)
@@ -223,7 +287,7 @@ def generate_many(model_dirs: list, requests: list[Request], max_tokens: int, pr
         (tmp / "request.json").write_text(json.dumps(request))
         raw = _run_worker(exe, tmp, verbose, timeout_s)
     runs = [{**m, "timings": {**m["timings"], "import_s": raw["import_s"]}} for m in raw["models"]]
-    return [_model_run(m, raw["vllm_version"], requests) for m in runs]
+    return [_model_run(m, raw["vllm_version"], requests, raw.get("cpu_kernels")) for m in runs]
 
 
 def _all_chat(requests: list[Request]) -> bool:
@@ -270,7 +334,7 @@ def _run_worker(exe: Path, tmp: Path, verbose: bool, timeout_s: float | None) ->
     return json.loads(result.read_text())
 
 
-def _model_run(raw: dict, version: str, requests: list[Request]) -> ModelRun:
+def _model_run(raw: dict, version: str, requests: list[Request], kernels: dict | None) -> ModelRun:
     model = Path(raw["model"])
     error = None
     if raw["error"]:
@@ -278,7 +342,7 @@ def _model_run(raw: dict, version: str, requests: list[Request]) -> ModelRun:
         fix = next((fix for key, fix in FIXES.items() if key in message), DEFAULT_FIX)
         error = VllmLoadError(f"vLLM {version} cannot load this checkpoint: {message}", where=model, fix=fix)
     results = [_result(r, p) for r, p in zip(raw["results"], requests)]
-    return ModelRun(model, results, error, raw["timings"], version)
+    return ModelRun(model, results, error, raw["timings"], version, kernels)
 
 
 def _result(raw: dict, prompt: Request) -> Result:

