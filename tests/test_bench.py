@@ -42,15 +42,37 @@ def test_synthetic_prompt_layout(tiny_model_dir):
     assert len(row) == 1 + 3 * 4 + 3 + 16 and tuple(p["pixel_values"].shape) == (1, 3, 48, 64)
 
 
-def test_bench_a_gptq_checkpoint_on_cpu(rtn_checkpoint):
+# A scripted clock for bench's timings: it stands still except in generate(), which costs GENERATE_S[n] for n new
+# tokens (binary-exact seconds), so the rates below are numbers worked out by hand, not bench's own formulas.
+GENERATE_S = {2: 0.375, 1: 0.5, 4: 0.875}  # the warm-up (WARMUP: 2 tokens), the prefill (1), the whole run (4)
+
+
+def test_bench_a_gptq_checkpoint_on_cpu(rtn_checkpoint, monkeypatch):
+    import types
+
+    from transformers import LlavaForConditionalGeneration
+
+    import pixtral_quant.bench as bench_module
+
+    clock, calls = [0.0], []
+    real_generate = LlavaForConditionalGeneration.generate
+
+    def generate(self, *args, **kwargs):
+        out = real_generate(self, *args, **kwargs)
+        calls.append(kwargs["max_new_tokens"])
+        clock[0] += GENERATE_S[kwargs["max_new_tokens"]]
+        return out
+
+    monkeypatch.setattr(LlavaForConditionalGeneration, "generate", generate)
+    monkeypatch.setattr(bench_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     r = bench(rtn_checkpoint, device="cpu", workload=SMALL)
     assert r["quantization"] == "gptq" and r["kernel"] != "Linear"
     assert r["prompt_tokens"] == 1 + 15 + 16
-    assert r["generate_seconds"] > r["prefill_seconds"] > 0
-    # The rates are the module docstring's: prompt / prefill, (new_tokens − 1) / (generate − prefill).
-    assert r["prefill_tokens_per_second"] == pytest.approx(r["prompt_tokens"] / r["prefill_seconds"])
-    assert r["decode_tokens_per_second"] == pytest.approx(
-        (SMALL.new_tokens - 1) / (r["generate_seconds"] - r["prefill_seconds"]))
+    assert calls == [2, 1, 4]  # warm-up, then prefill = generate(1 token), then generate(new_tokens = 4)
+    assert (r["load_seconds"], r["prefill_seconds"], r["generate_seconds"]) == (0.0, 0.5, 0.875)
+    # The module docstring's rates, by hand: prefill 32 prompt tokens / 0.5 s = 64 tok/s; decode (4 − 1) tokens
+    # / (0.875 − 0.5) s = 8 tok/s.
+    assert r["prefill_tokens_per_second"] == 64.0 and r["decode_tokens_per_second"] == 8.0
     assert r["peak_gpu_allocated"] is None  # on the CPU the peak is RSS: test_cpu_peak_is_the_process_peak_rss
 
 
@@ -98,22 +120,55 @@ def test_cpu_peak_is_the_process_peak_rss(rtn_checkpoint):
     assert abs(m["peak_rss"] - m["hwm_after"]) <= PAGES, m
 
 
+EOS = 2  # </s> of the tiny model's tokenizer
+
+
+@torch.no_grad()
+def greedy_by_hand(model, inputs: dict, new_tokens: int) -> list[int]:
+    """Greedy decoding written out, not generate(): one forward over the prompt (with the image), then one token at
+    a time through the KV cache; </s> masked, as min_new_tokens = new_tokens does in generate()."""
+    out, ids = model(**inputs, use_cache=True), []
+    for _ in range(new_tokens):
+        logits = out.logits[0, -1].clone()
+        logits[EOS] = -float("inf")
+        ids.append(int(logits.argmax()))
+        out = model(input_ids=torch.tensor([[ids[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+    return ids
+
+
 def test_placements_keep_the_generated_tokens(tiny_model_dir):
+    """The placed model's generate() gives the tokens of a decode loop written out on the unplaced model (an
+    independent path, not the same generate() twice), in two runs in a row (offload swaps the host weights back in
+    after each image pass). On the CPU the placed modules stay where they were, so a device given as "meta" shows
+    the moves: the embeddings' and lm_head's outputs go to the device, their weights stay on the CPU."""
     from transformers import LlavaForConditionalGeneration
 
-    def generate(placement):
-        model = LlavaForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-        moved = place(model, placement, torch.device("cpu"))
-        inputs = synthetic_prompt(model.config, image_ids(tiny_model_dir), SMALL, "cpu", torch.float32)
+    def load():
+        return LlavaForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+    plain = load()
+    inputs = synthetic_prompt(plain.config, image_ids(tiny_model_dir), SMALL, "cpu", torch.float32)
+    assert place(plain, Placement(), torch.device("cpu")) == []
+    expected = greedy_by_hand(plain, inputs, SMALL.new_tokens)
+    assert len(set(expected)) > 1, expected  # not a degenerate repeat
+
+    model = load()
+    moved = place(model, Placement(embeddings="cpu", vision="offload", lm_head="cpu"), torch.device("cpu"))
+    assert moved == ["embeddings: cpu", "vision: offload", "lm_head: cpu"]
+    prompt = inputs["input_ids"].shape[1]
+    for _ in range(2):
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
-        return out, moved, model
+        assert out[0, prompt:].tolist() == expected
+    for module in (model.model.vision_tower, model.model.multi_modal_projector):
+        assert module._forward_pre_hooks and module._forward_hooks
 
-    plain, none_moved, _ = generate(Placement())
-    placed, moved, model = generate(Placement(embeddings="cpu", vision="offload", lm_head="cpu"))
-    assert none_moved == [] and moved == ["embeddings: cpu", "vision: offload", "lm_head: cpu"]
-    assert torch.equal(plain, placed)
-    assert model.model.vision_tower._forward_pre_hooks and model.lm_head._forward_hooks
+    meta = load()
+    place(meta, Placement(embeddings="cpu", lm_head="cpu"), torch.device("meta"))
+    rows = meta.get_input_embeddings()(inputs["input_ids"])
+    logits = meta.lm_head(torch.zeros(1, 2, meta.config.text_config.hidden_size))
+    assert rows.device.type == logits.device.type == "meta"
+    assert meta.get_input_embeddings().weight.device.type == meta.lm_head.weight.device.type == "cpu"
 
 
 def test_cli_json(rtn_checkpoint):
@@ -122,3 +177,4 @@ def test_cli_json(rtn_checkpoint):
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout[res.stdout.index("{"):])
     assert r["prompt_tokens"] == 1 + 6 + 8 and r["workload"]["new_tokens"] == 3
+    assert r["generate_seconds"] > r["prefill_seconds"] > 0  # real timings (the clock is scripted above)

@@ -48,12 +48,20 @@ def test_reloads_with_the_lm_head_quantized_and_vision_in_bf16(rtn_head, tiny_mo
     projector = [m for m in model.model.multi_modal_projector.modules() if isinstance(m, torch.nn.Linear)]
     assert vision and projector and all(type(m) is torch.nn.Linear for m in vision + projector)
     ids = torch.tensor([[1, 3, 1000, 2000, 3000, 4]])
+    reference = load_model(open_checkpoint(tiny_model_dir))
     with torch.no_grad():
-        ref = load_model(open_checkpoint(tiny_model_dir))(input_ids=ids).logits
+        ref = reference(input_ids=ids).logits
         got = model(input_ids=ids).logits
-    # The INT4 lm_head changes the logits a little, never wholesale (a wrongly loaded head gives noise).
-    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
-    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8
+        # The same final hidden states through the original bf16 head: what the INT4 head alone changes.
+        dense = model.model(input_ids=ids).last_hidden_state @ reference.lm_head.weight.T
+    head_error = ((got - dense).pow(2).mean() / dense.pow(2).mean()).sqrt().item()
+    # Measured: 0.0243 (relative RMS). The band is half to twice that: a head left in bf16 gives ~0, an INT8 head
+    # ~16× less, a wrong scale or a wrongly loaded head ~1.
+    assert 0.012 < head_error < 0.05, head_error
+    # The whole model (INT4 decoder and head) against the bf16 one: measured max |Δ| 0.065 × max |logit|, the same
+    # argmax at 6 of 6 positions.
+    assert (got - ref).abs().max() < 0.08 * ref.abs().max()
+    assert (got.argmax(-1) == ref.argmax(-1)).sum() >= 5
 
 
 def test_gptq_lm_head_is_planned_as_gptq_after_the_last_layer(tiny_model_dir):

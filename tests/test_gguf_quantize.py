@@ -3,8 +3,9 @@ its per-tensor type choice (ktypes) and the byte-exact size prediction (size): t
 synthesized one whose widths do not split into 256-blocks (320, 784: llama.cpp's shape fallbacks) and whose
 attention has 4 query heads per KV head (its n_gqa ≥ 4 rules), 9 layers (its per-layer rules).
 
-Needs llama-cpp-python (the `llamacpp` extra): skipped without it, except under CI=true, where .ci/run installs it
-and a missing package fails (conftest's `llama_cpp` fixture).
+The tests that run llama.cpp's quantizer request conftest's `llama_cpp` fixture (llama-cpp-python, the `llamacpp`
+extra): skipped without it, except under CI=true, where .ci/run installs it and a missing package fails. The type
+tables, the sizes of the files the gguf package writes and the refusals before llama.cpp loads run without it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pixtral_quant.export.gguf import ftypes, ktypes, quantize, size, writer
 from pixtral_quant.loading import open_checkpoint
 from pixtral_quant.synth import synthesize
 
-pytestmark = pytest.mark.usefixtures("llama_cpp")
+needs_llama_cpp = pytest.mark.usefixtures("llama_cpp")  # for the tests that call llama.cpp's quantizer themselves
 Q = gguf.GGMLQuantizationType
 TINY_TYPES = ("q4_k_m", "q6_k", "q8_0", "q3_k_m")
 # one type per fallback of llama.cpp's table (Q4_K → Q5_0, Q2_K/Q3_K → Q4_0, Q6_K → Q8_0, IQ4_XS → IQ4_NL, Q5_K → Q5_1,
@@ -78,7 +79,7 @@ def skeleton(ckpt):
 
 
 @pytest.fixture(scope="module")
-def quantized(f16, tmp_path_factory):
+def quantized(llama_cpp, f16, tmp_path_factory):
     """The tiny model's F16 text GGUF quantized by llama.cpp to each of TINY_TYPES."""
     out = tmp_path_factory.mktemp("quantized")
     return {t: quantize.quantize_file(f16, out / f"{t}.gguf", t) for t in TINY_TYPES}
@@ -134,6 +135,7 @@ def test_q4_k_m_mix(quantized):
         assert qt == want, name
 
 
+@needs_llama_cpp
 def test_imatrix_changes_the_weights_deterministically(f16, quantized, payload, tmp_path):
     """With an imatrix the quantized bytes differ from without one (same types, same size) and are the same in
     two runs."""
@@ -148,6 +150,7 @@ def test_imatrix_changes_the_weights_deterministically(f16, quantized, payload, 
     assert changed == set(payload)  # every weight with an entry, nothing else (token_embd has none)
 
 
+@needs_llama_cpp
 def test_quantize_is_quiet(f16, tmp_path, capfd):
     """llama.cpp logs a line per tensor; none of it reaches stdout/stderr."""
     quantize.quantize_file(f16, tmp_path / "m.gguf", "q4_0")
@@ -170,6 +173,7 @@ def test_iq_type_needs_an_imatrix(f16, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_llama_cpp
 def test_wrong_size_imatrix_is_one_clear_error(f16, payload, tmp_path, capfd):
     """llama.cpp refuses the entry; the error quotes its reason, nothing is left and nothing was printed."""
     bad = dict(payload, **{"blk.1.attn_q.weight": np.ones(3, dtype=np.float32)})
@@ -190,6 +194,7 @@ def test_without_llama_cpp_python(f16, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_llama_cpp  # quantize_file loads llama-cpp-python before it looks at the source
 def test_missing_source(tmp_path):
     with pytest.raises(InputError, match="no such GGUF file"):
         quantize.quantize_file(tmp_path / "none.gguf", tmp_path / "m.gguf", "q4_k_m")
@@ -215,6 +220,7 @@ def odd(tmp_path_factory):
     return f16, shapes_of(f16), size.skeleton(size.shapes_only(ckpt.config, ckpt.tokenizer))
 
 
+@needs_llama_cpp
 def test_odd_shapes(odd, tmp_path):
     f16, f16_shapes, skeleton = odd
     fallbacks, unaligned = set(), 0
