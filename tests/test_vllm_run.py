@@ -251,12 +251,12 @@ def test_max_model_len_fits_the_prompts_within_every_checkpoints_context(tmp_pat
 
 
 def test_context_limit_reads_either_format(tmp_path, tiny_model_dir, native_twin_dir):
-    from pixtral_quant.engines.vllm import NATIVE_DEFAULT_CONTEXT, context_limit
+    from pixtral_quant.engines.vllm import context_limit
 
     assert context_limit(tiny_model_dir) == 8192
     assert context_limit(with_context(tiny_model_dir, tmp_path / "short", 512)) == 512
     params = json.loads((native_twin_dir / "params.json").read_text())
-    expected = params.get("max_position_embeddings", params.get("max_seq_len", NATIVE_DEFAULT_CONTEXT))
+    expected = params.get("max_position_embeddings", params.get("max_seq_len", 131072))  # loading/params.py's default
     assert context_limit(native_twin_dir) == expected
     native = tmp_path / "native"
     native.mkdir()

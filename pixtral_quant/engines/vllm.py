@@ -108,9 +108,13 @@ FIXES = {
         "serves bf16 (docs/vllm.md, the CPU column), and validate --engine transformers runs INT4 anywhere",
 }
 DEFAULT_FIX = "see docs/vllm.md for what vLLM's loader reads"
-# A Mistral-native params.json without a context length: what vLLM then assumes (transformers_utils/configs/
-# mistral.py), as loading/params.py reads it.
-NATIVE_DEFAULT_CONTEXT = 131072
+
+
+def _native_default_context() -> int:
+    """A Mistral-native params.json without a context length: the default loading/params.py gives max_seq_len."""
+    from ..loading.params import OPTIONAL_KEYS
+
+    return next(default for key, _, _, default in OPTIONAL_KEYS if key == "max_seq_len")
 
 
 class VllmLoadError(InputError):
@@ -206,7 +210,7 @@ def cpu_kernels(python=None) -> dict | None:
 def context_limit(model_dir: Path) -> int:
     """The longest sequence (tokens) a checkpoint allows, as vLLM derives it: config.json's
     text_config.max_position_embeddings (or top level); params.json's max_position_embeddings / max_seq_len,
-    else NATIVE_DEFAULT_CONTEXT."""
+    else loading/params.py's default for max_seq_len."""
     from ..loading.files import read_json
 
     model_dir = Path(model_dir)
@@ -218,7 +222,7 @@ def context_limit(model_dir: Path) -> int:
                              fix="add text_config.max_position_embeddings (the model's context length)")
         return int(limit)
     params = read_json(model_dir / "params.json")
-    return int(params.get("max_position_embeddings", params.get("max_seq_len", NATIVE_DEFAULT_CONTEXT)))
+    return int(params.get("max_position_embeddings", params.get("max_seq_len", _native_default_context())))
 
 
 def fit_max_model_len(limits: dict[Path, int], longest: int, default: int) -> int:

@@ -252,13 +252,9 @@ def main(argv: list[str]) -> int:
         print("usage: vllm_worker.py REQUEST.json RESULT.json | vllm_worker.py --kernels", file=sys.stderr)
         return EXIT_BAD_REQUEST
     request = json.loads(open(argv[1], encoding="utf-8").read())
-    _environment(request.get("options", {}))
-    _drop_own_folder()
     start = time.perf_counter()
-    try:
-        import vllm
-    except ImportError as exc:
-        print(f"vLLM cannot be imported here ({sys.executable}): {exc}", file=sys.stderr)
+    vllm = _import_vllm(request.get("options", {}))
+    if vllm is None:
         return EXIT_BAD_REQUEST
     import_s = time.perf_counter() - start
     kernels = cpu_kernels()
@@ -270,14 +266,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _print_kernels() -> int:
-    """`vllm_worker.py --kernels`: cpu_kernels() as one JSON line on stdout (the project's probe)."""
-    _environment({})
+def _import_vllm(options: dict):
+    """vLLM imported with the request's environment (quiet, in-process engine, ...), or None after saying why on
+    stderr."""
+    _environment(options)
     _drop_own_folder()
     try:
         import vllm
     except ImportError as exc:
         print(f"vLLM cannot be imported here ({sys.executable}): {exc}", file=sys.stderr)
+        return None
+    return vllm
+
+
+def _print_kernels() -> int:
+    """`vllm_worker.py --kernels`: cpu_kernels() as one JSON line on stdout (the project's probe)."""
+    vllm = _import_vllm({})
+    if vllm is None:
         return EXIT_BAD_REQUEST
     print(json.dumps({"vllm_version": vllm.__version__, "cpu_kernels": cpu_kernels()}))
     return 0
