@@ -40,6 +40,25 @@ def tiny_run(tmp_path_factory):
     return script, code, json.loads(out.with_suffix(".json").read_text()), out, work
 
 
+def outside_decoder_bytes() -> int:
+    """bf16 bytes of every tiny-model tensor that is not in a decoder layer, from its safetensors header."""
+    import math
+
+    from safetensors import safe_open
+
+    from pixtral_quant.assets import TINY_MODEL
+
+    # The conversion model counts a Linear as in x out: the projector's two biases (2 x 512 B here, 20 KiB at
+    # 12B width) are the one thing it leaves out, so they are left out here too.
+    with safe_open(str(Path(TINY_MODEL) / "model.safetensors"), "pt") as f:
+        return sum(2 * math.prod(f.get_slice(k).get_shape()) for k in f.keys()
+                   if (".layers." not in k or "vision" in k) and not k.startswith("multi_modal_projector.linear_")
+                   or k.startswith("multi_modal_projector.linear_") and k.endswith(".weight"))
+
+
+OUTSIDE_DECODER_BYTES = outside_decoder_bytes()
+
+
 def plan_bytes(recipe, layers=None) -> int:
     """The plan's checkpoint size for the tiny config at `layers`, computed here from the config."""
     from pixtral_quant.synth import with_depth
@@ -64,7 +83,11 @@ def test_every_stage_runs_and_the_report_has_every_key(tiny_run):
     for heading in ("## 1. Synthesis", "## 2. Conversions", "## 3. GPTQ", "## 4. Load", "## 5. Pixtral Large",
                     "## Checks", m["cpu"]):
         assert heading in md
-    assert all(c["passed"] is not False for c in report["checks"])
+    # At tiny scale the 15 % RSS and flatness checks are n/a (None, see test_rss_predictions_are_the_models);
+    # every other check must have passed, and nothing else may be n/a.
+    na = {c["check"] for c in report["checks"] if c["passed"] is None}
+    assert all(" within 15 % " in name for name in na) and len(na) == 10, sorted(na)
+    assert all(c["passed"] is True for c in report["checks"] if c["check"] not in na)
     assert not any(work.iterdir())  # every intermediate removed
 
 
@@ -111,13 +134,18 @@ def test_rss_predictions_are_the_models(tiny_run):
         assert m["peak"] == max(m["peak_rss"], m["tree_peak_rss"]) and m["peak_rss"] > m["baseline_rss"]
         predicted = convert_rss(config, model_shapes(config), recipes[key], gpu=False,
                                 baseline=m["baseline_rss"]).peak
-        assert c["rss"]["predicted"] == predicted and c["rss"]["measured"] == m["peak"]
-        assert 0 < m["peak"] - predicted < 0.5 * GIB and c["rss"]["under_limit"]
-    for key in ("int4", "int8"):
+        assert c["rss"]["predicted"] == predicted and c["rss"]["measured"] == m["peak"]  # the wiring
+        # Independent of memory/conversion.py: the tensors outside the decoder, summed from the tiny model's own
+        # safetensors header (bf16, as synth writes them), are what the model holds outside the layer loop.
+        assert c["rss_terms"]["outside"] == OUTSIDE_DECODER_BYTES, key
+        # The rest the model does not itemize, measured 84-178 MiB here (AMD EPYC): allocator and import slack.
+        assert 0 < m["peak"] - predicted < 0.3 * GIB and c["rss"]["under_limit"]
+    hidden, vocab = config.text_config.hidden_size, config.text_config.vocab_size
+    for key, transient in (("int4", 5 * hidden * vocab), ("int8", 0)):  # int4: the INT4 lm_head, 5 B/weight
         g, pred = st[key]["generate"], st[key]["generate"]["predicted"]
         repacks = g["measured"]["result"]["kernel"] in script.REPACKING_KERNELS
         assert (pred["repack_file_pages"] > 0) == repacks, (key, g["measured"]["result"]["kernel"])
-        assert (pred["repack_transient"] > 0) == repacks, (key, g["measured"]["result"]["kernel"])
+        assert pred["repack_transient"] == (transient if repacks else 0), (key, g["measured"]["result"]["kernel"])
         assert pred["predicted_peak_rss"] == g["measured"]["baseline_rss"] + pred["plan_peak_bytes"] + \
             pred["repack_file_pages"] + pred["repack_transient"]
 

@@ -53,17 +53,14 @@ def test_convert_rtn_is_quiet(rtn_out):
     assert "convert: done" in stderr  # our own output is still there
 
 
-def test_convert_gptq_quiet_then_verbose(tmp_path):
-    args = ("convert", "--scheme", "gptq-int4", "--num-samples", "2")
-    rc, stdout, stderr = run(*args, "--out", str(tmp_path / "q"))
+def test_convert_gptq_is_quiet(tmp_path):
+    """GPTQModel's import banner and GIL warning are off; test_bench_quiet_then_verbose shows that --verbose brings
+    the same two back (GPTQModel prints them at import, whichever command imports it: one GPTQ run fewer)."""
+    rc, stdout, stderr = run("convert", "--scheme", "gptq-int4", "--num-samples", "2", "--out", str(tmp_path / "q"))
     assert rc == 0, stderr
     assert noise(stdout, stderr) == []
     assert stdout == "", f"stdout should carry nothing but our output: {stdout[:300]!r}"
     assert "convert: done" in stderr
-    # The same run with --verbose shows the libraries' output: the check above can fail.
-    rc, stdout, stderr = run("--verbose", *args, "--out", str(tmp_path / "v"))
-    assert rc == 0, stderr
-    assert {"GPT-QModel", "Python GIL is enabled"} <= set(noise(stdout, stderr))
 
 
 def test_validate_is_quiet(rtn_out, tmp_path):
@@ -102,7 +99,7 @@ def test_bench_quiet_then_verbose(rtn_out):
     assert json.loads(stdout)["workload"]["new_tokens"] == 2
     rc, stdout, stderr = run("--verbose", *args)
     assert rc == 0, stderr
-    assert {"GPT-QModel", "Kernel: ", "Loading weights"} <= set(noise(stdout, stderr))
+    assert {"GPT-QModel", "Python GIL is enabled", "Kernel: ", "Loading weights"} <= set(noise(stdout, stderr))
 
 
 @pytest.mark.parametrize("args", [("plan", "--recipe", "pixtral-12b-int4", "--json"), ("inspect", "tiny", "--json"),
