@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pixtral_quant.diagnostics.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"strict (ours)": "AUTO,STRICT", "MKL default": ""}
@@ -48,13 +49,6 @@ for width in (5120, 14336):
         out[f"{width}/{threads}"] = time.perf_counter() - start
 print(out)
 """
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def convert_seconds(threads: int, cbwr: str, work: Path) -> float:

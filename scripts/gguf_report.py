@@ -75,8 +75,9 @@ def write(report: dict, out: Path) -> None:
 def machine() -> str:
     import os
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    from pixtral_quant.diagnostics.machine import cpu_name
+
+    cpu = cpu_name()
     from importlib.metadata import version
 
     return (f"{cpu}, {os.cpu_count()} cores, no GPU; Python {platform.python_version()}, torch {torch.__version__}, "

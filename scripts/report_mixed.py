@@ -8,7 +8,8 @@ One run. For each model (clean, then its outlier twin): the uniform tiny-rtn-int
 bnb-nf4 recipes, then tiny-gptq-mixed at several `scheme.max_size` budgets spread from just above its smallest
 allocation to its all-INT8 allocation (exact bytes from mixed/budget.py), one of them exactly halfway in bytes
 between this run's uniform gptq-int4 and gptq-int8 checkpoints. Every conversion is timed, reloaded with plain
-transformers and measured (held-out accuracy, mean token KL(ref‖quant)) by report_convert's functions. Writes the
+transformers and scored in one `validate` run per model (held-out accuracy, validate's mean token KL(ref‖quant):
+pixtral_quant/diagnostics/scoring.py, as scripts/report_convert.py). Writes the
 .md, a .json of every number, and a KL-vs-bytes PNG next to the .md; numbers are written as measured.
 """
 
@@ -16,23 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_convert lives next to this script
-
-from report_convert import cpu_name, reference, run_one
-
 from pixtral_quant.assets import TINY_EVAL, TINY_MODEL
 from pixtral_quant.config import with_overrides
+from pixtral_quant.diagnostics.machine import cpu_name
+from pixtral_quant.diagnostics.scoring import converted, scored
 from pixtral_quant.mixed.choose import candidates_for, smallest_allocation
-from pixtral_quant.fixtures.evalset import read_eval_set
 from pixtral_quant.fixtures.twin import make_outlier_twin
 from pixtral_quant.loading import open_checkpoint
-from pixtral_quant.loading.tokenizer import open_mistral_tokenizer
 from pixtral_quant.memory.inventory import model_shapes
 from pixtral_quant.mixed.budget import budget_for
 from pixtral_quant.plan import make_plan
@@ -77,29 +73,36 @@ def budgets_for(lo: int, hi: int, halfway: int, n: int) -> list[int]:
     return sorted(set(spread) | {halfway})
 
 
-def run_model(name, model_dir, tok, samples, args) -> dict:
-    """Every conversion of one model: {'reference', 'uniform', 'mixed', 'halfway', 'range'}."""
-    ref, ref_logits, ref_size = reference(model_dir, tok, samples)
-    uniform = {}
+def run_model(name, model_dir, args) -> dict:
+    """Every conversion of one model, then one validate run scoring them all: {'reference', 'uniform', 'mixed',
+    'halfway', 'range'}."""
+    outs, uniform = {}, {}
     for s in UNIFORM:
-        uniform[s] = run_one(model_dir, recipe_for(s, args.num_samples), args.work / f"{name}-{s}", tok, samples,
-                             ref_logits)
-        print(f"[{name}] {s}: {fmt_row(uniform[s])}", flush=True)
+        outs[s] = args.work / f"{name}-{s}"
+        uniform[s] = converted(model_dir, recipe_for(s, args.num_samples), outs[s])
     halfway = (uniform["gptq-int4"]["bytes"] + uniform["gptq-int8"]["bytes"]) // 2
     lo, hi = allocation_range(model_dir, recipe_for(MIXED, args.num_samples))
     mixed = []
     for limit in budgets_for(lo, hi, halfway, args.budgets):
-        out = args.work / f"{name}-mixed-{limit}"
-        row = run_one(model_dir, recipe_for(MIXED, args.num_samples, limit), out, tok, samples, ref_logits)
+        out = outs[limit] = args.work / f"{name}-mixed-{limit}"
+        row = converted(model_dir, recipe_for(MIXED, args.num_samples, limit), out)
         body = json.loads((out / "manifest.json").read_text())
         row.update(budget=limit, manifest_budget=body["budget"],
                    allocation={m: a["setting"] for m, a in body["allocation"].items()},
                    sensitivity={m: a["sensitivity"] for m, a in body["allocation"].items()},
                    groups={m: a["group"] for m, a in body["allocation"].items()})
         mixed.append(row)
-        print(f"[{name}] {MIXED} @ {limit} B: {fmt_row(row)}", flush=True)
-    return {"reference": {"accuracy": ref.accuracy, "bytes": ref_size}, "uniform": uniform, "mixed": mixed,
-            "halfway": halfway, "range": {"smallest_allocation": lo, "largest_allocation": hi}}
+    ref, scores = scored(model_dir, outs, str(args.eval))
+    for s, row in uniform.items():
+        row.update(scores[s])
+        print(f"[{name}] {s}: {fmt_row(row)}", flush=True)
+    for row in mixed:
+        row.update(scores[row["budget"]])
+        print(f"[{name}] {MIXED} @ {row['budget']} B: {fmt_row(row)}", flush=True)
+    size = sum(f.stat().st_size for f in open_checkpoint(model_dir).weight_files)
+    return {"reference": {"accuracy": ref["accuracy"], "bytes": size, "samples": ref["samples"]},
+            "uniform": uniform, "mixed": mixed, "halfway": halfway,
+            "range": {"smallest_allocation": lo, "largest_allocation": hi}}
 
 
 def fmt_row(r) -> str:
@@ -132,16 +135,13 @@ def main() -> None:
     p.add_argument("--budgets", type=int, default=6, help="gptq-mixed budgets per model (≥ 5 for the issue)")
     p.add_argument("--num-samples", type=int, default=None,
                    help="calibration samples of every GPTQ recipe (default: the recipes' own, for quick tries)")
-    p.add_argument("--eval", type=Path, default=TINY_EVAL)
+    p.add_argument("--eval", type=Path, default=TINY_EVAL / "manifest.jsonl")
     args = p.parse_args()
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    tok = open_mistral_tokenizer(TINY_MODEL / "tokenizer.model.v7m1", finetuning=True)
-    samples = read_eval_set(args.eval)
     twin_dir = make_outlier_twin(TINY_MODEL, args.work / "twin-model")
-    models = {"clean": run_model("clean", TINY_MODEL, tok, samples, args),
-              "twin": run_model("twin", twin_dir, tok, samples, args)}
+    models = {"clean": run_model("clean", TINY_MODEL, args), "twin": run_model("twin", twin_dir, args)}
     modules = list(models["twin"]["mixed"][0]["allocation"])
     outliers = outlier_channels(TINY_MODEL, twin_dir, modules)
     wall = time.perf_counter() - t0
@@ -149,7 +149,7 @@ def main() -> None:
     png = args.out.with_name(args.out.stem + "-kl-vs-bytes.png")
     plot(models, png)
     meta = {"machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "eval_samples": len(samples), "num_samples": args.num_samples or recipe_for(MIXED, None).calibration
+            "eval_samples": models["clean"]["reference"]["samples"], "num_samples": args.num_samples or recipe_for(MIXED, None).calibration
             .num_samples, "wall_seconds": wall}
     args.out.write_text(render(models, outliers, meta, png.name))
     raw = {"meta": meta, "models": models, "twin_outliers": outliers,
@@ -218,9 +218,11 @@ def render(models: dict, outliers: dict, meta: dict, png: str) -> str:
              "", ("Made by `python scripts/report_mixed.py` (one run; rerun: `python scripts/report_mixed.py`). "
              f"Machine: {meta['machine']}, {meta['threads']} CPU threads, no GPU; torch {meta['torch']}. "
              f"Whole run: {meta['wall_seconds'] / 60:.1f} min wall clock. Held-out set: {meta['eval_samples']} "
-             "samples of `pixtral_quant/assets/tiny-pixtral-eval/` (never trained or calibrated on). KL: mean token "
-             "KL(ref‖quant) in nats over every non-image position of the teacher-forced eval conversations, "
-             "against each model's own bf16 reference (fp32 compute). Size: the sum of the checkpoint's "
+             "samples of `pixtral_quant/assets/tiny-pixtral-eval/` (never trained or calibrated on). Accuracy and KL "
+             "are `validate`'s own (pixtral_quant/diagnostics/scoring.py runs validate): accuracy = the greedy answer "
+             "equal to the label; KL = validate's `mean_kl`, KL(ref‖quant) in nats at the positions of the "
+             "teacher-forced reference answer (before 2026-12-07 this report took KL over every non-image position: "
+             "older numbers are not comparable), against each model's own bf16 reference (fp32 compute). Size: the sum of the checkpoint's "
              "`*.safetensors` files. Every GPTQ scheme uses the same calibration: the tiny-* recipes' "
              f"`calibration/tiny`, {meta['num_samples']} samples, seed 0. The outlier twin "
              "(`fixtures/twin.py`, k = 8 channels per layer, s = 32) computes the same bf16 function. "

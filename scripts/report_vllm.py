@@ -44,8 +44,9 @@ KINDS = {
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    from pixtral_quant.diagnostics.machine import cpu_name
+
+    model = cpu_name()
     import os
 
     return f"{model}, {os.cpu_count()} CPU threads, no GPU, {platform.system()} {platform.machine()}"

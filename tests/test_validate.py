@@ -155,6 +155,26 @@ def test_two_candidates_draw_the_tradeoff(good, broken, work):
     assert "g8-layer1-zeroed" in (work / "rep-two" / "report.md").read_text()
 
 
+def test_report_scripts_score_as_validate_does(good, broken, work):
+    """diagnostics/scoring.py (what scripts/report_convert.py and report_mixed.py print) gives validate's own
+    numbers: the CLI's report on the same 8 samples, field for field."""
+    from pixtral_quant.assets import TINY_MODEL
+    from pixtral_quant.diagnostics.scoring import MAX_NEW_TOKENS, scored
+
+    ref, rows = scored(TINY_MODEL, {"good": good[0], "broken": broken}, num_samples=8)
+    r = cli("validate", "--candidate", str(good[0]), "--candidate", str(broken), "--num-samples", "8",
+            "--max-new-tokens", str(MAX_NEW_TOKENS), "--report-dir", str(work / "rep-scored"))
+    report = json.loads((work / "rep-scored" / "report.json").read_text())
+    assert r.exit_code == 1 and ref["samples"] == report["eval"]["samples"] == 8
+    for name, entry in zip(("good", "broken"), report["candidates"]):
+        overall = entry["metrics"]["overall"]
+        assert rows[name]["kl"] == overall["mean_kl"] and rows[name]["accuracy"] == overall["accuracy_cand"]
+        assert rows[name]["by_task"] == {**{t: g["accuracy_cand"] for t, g in entry["metrics"]["by_task"].items()},
+                                         "overall": overall["accuracy_cand"]}
+        assert ref["accuracy"]["overall"] == overall["accuracy_ref"]
+    assert rows["broken"]["kl"] > 100 * rows["good"]["kl"]
+
+
 # --- bad input: one clear error, exit 2, before any model runs ------------------------------------------------
 
 def _copy_with_config(src, dst, edit):

@@ -2,8 +2,9 @@
 
 Used by tests/test_vllm_run.py and scripts/report_vllm.py. Both engines get the same prompts: mistral-common's
 encoding of each eval conversation cut after [/INST] (validate.outputs' generation prompt), the same images,
-greedy decoding, the checkpoint's own dtype (bf16), one CPU thread each. Scoring decodes the generated ids
-(without </s>) with the Mistral tokenizer, as fixtures.evaluate.greedy_answer does, for both engines.
+greedy decoding, the checkpoint's own dtype (bf16), one CPU thread each. The transformers side is validate's own
+loader and greedy loop (validate/models.py load_converted, validate/outputs.py greedy). Scoring decodes the
+generated ids (without </s>) with the Mistral tokenizer, as fixtures.evaluate.greedy_answer does, for both engines.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from ..assets import TINY_EVAL, TINY_MODEL
-from ..calibration.encode import Encoded, collate, encode
+from ..calibration.encode import Encoded, encode
 from ..fixtures.evalset import read_eval_set
 from ..loading.tokenizer import open_mistral_tokenizer
+from ..validate.models import load_converted
+from ..validate.outputs import greedy, token_ids
 from . import vllm as engine
 
-EOS = 2  # </s> of the tiny model's v7m1 tokenizer
 MAX_NEW_TOKENS = 8  # the longest tiny answer is 3 tokens + </s>
 
 
@@ -61,26 +63,19 @@ def eval_prompts(n: int) -> EvalPrompts:
 
 
 def from_vllm(run: engine.ModelRun) -> Generations:
-    ids = [r.before(EOS) for r in run.results]
+    eos = token_ids(tokenizer())["eos"]
+    ids = [r.before(eos) for r in run.results]
     return Generations(ids, run.timings["generate_s"], sum(len(r.token_ids) for r in run.results))
 
 
-@torch.no_grad()
 def from_transformers(model_dir, prompts: EvalPrompts, dtype=torch.bfloat16) -> Generations:
     """Plain transformers, as a user loads the checkpoint; greedy, one prompt at a time."""
-    from transformers import LlavaForConditionalGeneration
-
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype).eval()
-    out, tokens = [], 0
+    model, ids = load_converted(model_dir, dtype=dtype), token_ids(tokenizer())
     start = time.perf_counter()
-    for enc in prompts.encoded:
-        generated = model.generate(**collate([enc]), max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                   eos_token_id=EOS, pad_token_id=EOS)[0, len(enc.tokens):].tolist()
-        stop = generated.index(EOS) + 1 if EOS in generated else len(generated)
-        tokens += stop
-        out.append(generated[: stop - 1] if EOS in generated else generated)
+    out = [greedy(model, enc, ids["inst_end"], ids["eos"], MAX_NEW_TOKENS) for enc in prompts.encoded]
     seconds = time.perf_counter() - start
-    return Generations(out, seconds, tokens)
+    # A generation shorter than the cap stopped at </s>, which the engine computed too.
+    return Generations(out, seconds, sum(len(g) + (len(g) < MAX_NEW_TOKENS) for g in out))
 
 
 def accuracy(prompts: EvalPrompts, gens: Generations) -> float:

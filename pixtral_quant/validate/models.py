@@ -169,6 +169,22 @@ def load_reference(ckpt, device: torch.device, dtype: torch.dtype):
 
 def load_candidate(candidate: Candidate, device: torch.device, dtype: torch.dtype):
     """The candidate through plain transformers (no project code), as its users will load it."""
-    from .runner import load_converted
-
     return load_converted(candidate.path, device=device, dtype=dtype)
+
+
+def load_converted(path, device="cpu", dtype=torch.float32):
+    """A converted checkpoint through plain transformers (no project code), computing in `dtype` like the
+    reference: transformers' bitsandbytes loader keeps every unquantized module in bf16 whatever dtype is
+    asked for, so those are cast here (bitsandbytes modules cast their inputs to their own compute dtype)."""
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=str(device)).eval()
+    if dtype != torch.float32:
+        return model
+    for module in model.modules():
+        if type(module).__module__.startswith("bitsandbytes"):
+            continue
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if tensor.dtype == torch.bfloat16:
+                tensor.data = tensor.data.float()
+    return model

@@ -55,6 +55,12 @@ class ModelOutputs:
     samples: list[SampleOutput] = field(default_factory=list)
 
 
+def token_ids(tok) -> dict[str, int]:
+    """{'inst_end', 'eos'}: the [/INST] and </s> ids of a mistral-common tokenizer (both Pixtral tokenizers)."""
+    inner = tok.instruct_tokenizer.tokenizer
+    return {"inst_end": inner.get_special_token(INST_END), "eos": inner.eos_id}
+
+
 def answer_start(tokens: list[int], inst_end: int) -> int:
     """Index of the last [/INST] token: logits there predict the first answer token."""
     if inst_end not in tokens:

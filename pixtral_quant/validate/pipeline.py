@@ -22,7 +22,7 @@ from ..convert import Reporter, compute_setup
 from ..export.manifest import versions
 from ..loading.arch import parameter_counts
 from . import cache, checks, compare, engines, evalset, models
-from .outputs import run_model
+from .outputs import run_model, token_ids
 
 
 def validate(reference: str | Path, candidates: list[str | Path], cfg: ValidateConfig | None = None, *,
@@ -94,11 +94,6 @@ def unique_labels(paths: list) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return out
-
-
-def token_ids(tok) -> dict[str, int]:
-    inner = tok.instruct_tokenizer.tokenizer
-    return {"inst_end": inner.get_special_token("[/INST]"), "eos": inner.eos_id}
 
 
 @dataclass
