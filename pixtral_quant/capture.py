@@ -1,5 +1,6 @@
-"""The sequential calibration pipeline through the full multimodal model. Knows nothing about algorithms:
-it hands each target Linear's inputs to a solver (schemes/*) and writes the solver's result back.
+"""The steps of the sequential calibration through the full multimodal model; the loop that runs them is
+pipeline/sequential.py. Knows nothing about algorithms: it hands each target Linear's inputs to a solver
+(schemes/*) and writes the solver's result back.
 
 1. The shell (embeddings, vision tower, projector, rotary tables; decoder layers left on the meta device) runs
    every calibration sample once: images → vision tower → projector → merged into the token embeddings.
