@@ -1,5 +1,6 @@
-"""The sequential calibration pipeline through the full multimodal model. Knows nothing about algorithms:
-it hands each target Linear's inputs to a solver (schemes/*) and writes the solver's result back.
+"""The steps of the sequential calibration through the full multimodal model; the loop that runs them is
+pipeline/sequential.py. Knows nothing about algorithms: it hands each target Linear's inputs to a solver
+(schemes/*) and writes the solver's result back.
 
 1. The shell (embeddings, vision tower, projector, rotary tables; decoder layers left on the meta device) runs
    every calibration sample once: images → vision tower → projector → merged into the token embeddings.
@@ -25,8 +26,7 @@ import torch
 
 from .loading.arch import meta_model
 from .loading.checkpoint import Checkpoint, read_tensors
-
-LAYERS = "model.language_model.layers."
+from .loading.names import LAYERS  # the decoder-layer prefix (capture.LAYERS to this module's users)
 # Linears of a decoder layer in the order their inputs become final (true-sequential groups).
 SUBLAYER_GROUPS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
                    ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
@@ -233,15 +233,22 @@ HEAD = "lm_head"
 FINAL_NORM = "model.language_model.norm.weight"
 
 
-@torch.no_grad()
-def head_inputs(ckpt: Checkpoint, store: ActivationStore, device, dtype) -> Iterator[torch.Tensor]:
-    """Per stored sample, the lm_head's input: the final RMSNorm of the hidden states the store holds after the
-    last decoder layer ([1, T, hidden], `dtype` on `device`)."""
+def final_norm(ckpt: Checkpoint, device, dtype) -> torch.nn.Module:
+    """The decoder's final RMSNorm (MistralRMSNorm, its weight from the checkpoint) on `device` in `dtype`: what
+    turns the last layer's hidden states into the lm_head's input (head_inputs, mixed/fisher.py)."""
     from transformers.models.mistral.modeling_mistral import MistralRMSNorm
 
     text = ckpt.config.text_config
     norm = MistralRMSNorm(text.hidden_size, eps=text.rms_norm_eps).to(device=device, dtype=dtype)
     norm.weight.data = read_tensors(ckpt, [FINAL_NORM])[FINAL_NORM].to(device=device, dtype=dtype)
+    return norm
+
+
+@torch.no_grad()
+def head_inputs(ckpt: Checkpoint, store: ActivationStore, device, dtype) -> Iterator[torch.Tensor]:
+    """Per stored sample, the lm_head's input: the final RMSNorm of the hidden states the store holds after the
+    last decoder layer ([1, T, hidden], `dtype` on `device`)."""
+    norm = final_norm(ckpt, device, dtype)
     for i in range(len(store)):
         yield norm(store[i].to(device=device, dtype=dtype))
 

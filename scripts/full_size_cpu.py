@@ -340,7 +340,7 @@ def ensure_source(run: Run, compare_with: Path | None = None) -> dict | None:
 def synth_here(config: str, out: Path, layers: int, outliers: int = 0) -> dict:
     """A reduced-depth model for a later stage, synthesized in this process (its memory is not a figure of the
     report; one process start fewer). Freed heap pages go back to the OS before the next job starts."""
-    from pixtral_quant.convert import release_freed_memory
+    from pixtral_quant.pipeline.runtime import release_freed_memory
     from pixtral_quant.synth import Outliers, synthesize
 
     r = synthesize(config, out, layers=layers, outliers=Outliers(outliers) if outliers else None)

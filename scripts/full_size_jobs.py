@@ -14,7 +14,7 @@ end: this process's exact high-water mark), seconds, result. Jobs (JOBS):
   generate       load with plain transformers (bench.load), greedy generation after one image: prefill, decode
                  tok/s, finite logits, the same tokens twice
 
-GPTQ phase timing without touching convert.py / capture.py: in this child only, the functions convert calls are
+GPTQ phase timing without touching pipeline/ / capture.py: in this child only, the functions convert calls are
 wrapped (capture.load_layer = read, GptqSolver.__init__ + finish = solve, GptqSolver.add_batch = Hessian,
 Journal.save = write, export.checkpoint.write_tensors = assembly of the shards); the reporter's bars give the
 wall time of each layer, the rest of a bar is the forward passes that capture the Linears' inputs.

@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from pixtral_quant.assets import TINY_MODEL  # noqa: E402
 from pixtral_quant.cli.convert import IMATRIX_CHOICES  # noqa: E402
 from pixtral_quant.config import EngineConfig, ValidateConfig, with_overrides  # noqa: E402
-from pixtral_quant.convert import Reporter, convert  # noqa: E402
+from pixtral_quant.convert import convert  # noqa: E402
+from pixtral_quant.pipeline.runtime import Reporter  # noqa: E402
 from pixtral_quant.recipes import load_recipe  # noqa: E402
 
 TINY_TYPES = ("f16", "q8_0", "q4_k_m")

@@ -6,6 +6,8 @@ refactor that must not change a byte (issue 21). Runs each conversion in this in
 
 The calibrated schemes use the tiny model's own set with 16 samples, and gptq-mixed a 37.5 MB budget, as
 tests/test_determinism.py does; gguf-q8_0 and gguf-q4_k_m (with its imatrix) stand for the GGUF family.
+Two more cases calibrate the lm_head (solved in row blocks, capture.HEAD_ROW_BLOCK): gptq-int4 with an INT4 lm_head
+and gptq-mixed with `lm_head: auto`, each from a recipe file written into the temporary folder (RECIPES).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from click.testing import CliRunner
 from pixtral_quant.cli import main as cli
 from pixtral_quant.schemes.registry import scheme_names
 
-SCHEMES = scheme_names() + ["gguf-q8_0", "gguf-q4_k_m"]
+SCHEMES = scheme_names() + ["gguf-q8_0", "gguf-q4_k_m", "gptq-int4+lm_head", "gptq-mixed+lm_head"]
 CALIBRATED = ["--calibration", "tiny", "--num-samples", "16"]
 EXTRA = {"gptq-mixed": ["--max-size", "37.5MB"]}
+# case → recipe file text: the cases that need a recipe field the CLI has no flag for (targets.lm_head)
+RECIPES = {"gptq-int4+lm_head": "scheme: {name: gptq-int4}\ntargets: {decoder: true, lm_head: int4}\n",
+           "gptq-mixed+lm_head": "scheme: {name: gptq-mixed}\ntargets: {decoder: true, lm_head: auto}\n"}
+EXTRA["gptq-mixed+lm_head"] = EXTRA["gptq-mixed"]
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -32,9 +38,15 @@ def hashes(folder: Path) -> dict[str, str]:
 
 
 def convert(scheme: str, out: Path) -> dict[str, str]:
+    """Convert the tiny model for `scheme` (a scheme name or a RECIPES case) into `out`; the sha256 of its files."""
     calibrated = scheme.startswith("gptq") or scheme == "gguf-q4_k_m"
-    argv = ["convert", "--scheme", scheme, *(CALIBRATED if calibrated else []), *EXTRA.get(scheme, []),
-            "--out", str(out)]
+    if scheme in RECIPES:
+        recipe = out.parent / f"{scheme}.yaml"
+        recipe.write_text(RECIPES[scheme])
+        source = ["--recipe", str(recipe)]
+    else:
+        source = ["--scheme", scheme]
+    argv = ["convert", *source, *(CALIBRATED if calibrated else []), *EXTRA.get(scheme, []), "--out", str(out)]
     result = CliRunner().invoke(cli, argv, catch_exceptions=False)
     if result.exit_code != 0:
         raise SystemExit(f"{scheme}: exit {result.exit_code}\n{result.output[-2000:]}")

@@ -109,7 +109,7 @@ def truncation_error(cands: list[Path], cfg: ValidateConfig, k: int) -> dict[str
     """Per candidate: mean KL exact vs top-k on the transformers engine's own logits (same numbers: only the
     approximation differs), the largest per-sample ratio, and whether top-1 agreement changed."""
     from pixtral_quant.calibration.dataset import open_tokenizer
-    from pixtral_quant.convert import Reporter, compute_setup
+    from pixtral_quant.pipeline.runtime import Reporter, compute_setup
     from pixtral_quant.loading import open_checkpoint
 
     ckpt = open_checkpoint("tiny")

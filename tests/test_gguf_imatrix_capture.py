@@ -11,7 +11,7 @@ import torch
 from pixtral_quant.calibration.dataset import load_set, open_tokenizer
 from pixtral_quant.calibration.encode import collate, encode
 from pixtral_quant.capture import strip_images
-from pixtral_quant.convert import Reporter
+from pixtral_quant.pipeline.runtime import Reporter
 from pixtral_quant.export.gguf import imatrix
 from pixtral_quant.export.gguf.calibrate import collect_imatrix
 from pixtral_quant.loading import open_checkpoint

@@ -192,6 +192,65 @@ def test_mixed_checkpoint_fits_the_budget_and_plan_predicts_it_byte_for_byte(mix
         assert {manifest["allocation"][m]["setting"] for m in info["group"]} == {info["setting"]}
 
 
+@pytest.mark.parametrize("rows", [4096, 10000])
+def test_the_mixed_lm_head_solved_in_row_blocks_is_the_same(tiny_model_dir, tmp_path, rows):
+    """capture.calibrate_head with `rows` and MixedSolver (adopt / join): one Hessian adopted by every block gives
+    every candidate's compressed tensors and per-row errors of the all-rows solve (10000: a last block of another
+    size), and its losses up to the float sum over the blocks."""
+    from pixtral_quant import capture
+    from pixtral_quant.loading import open_checkpoint
+    from pixtral_quant.schemes.registry import handler_for
+
+    ckpt = open_checkpoint(tiny_model_dir)
+    handler = handler_for(_recipe(max_size="37.5MB", candidates=["int4-g128", "int8-g128"]).scheme)
+    store = capture.ActivationStore(2**30, tmp_path)
+    hidden = ckpt.config.text_config.hidden_size
+    for seed in range(3):
+        store.append(torch.randn(1, 40, hidden, generator=torch.Generator().manual_seed(seed)))
+    whole, whole_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32)
+    blocks, blocks_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32, rows=rows)
+    assert list(whole) == list(blocks) and list(whole_loss) == list(blocks_loss) == ["int4-g128", "int8-g128"]
+    assert whole["weight_shape@int4-g128"].tolist() == [ckpt.config.text_config.vocab_size, hidden]
+    for k in whole:
+        assert torch.equal(whole[k], blocks[k]), k
+    for label, loss in whole_loss.items():
+        assert blocks_loss[label] == pytest.approx(loss, rel=1e-5)
+
+
+def test_gptq_mixed_solves_the_lm_head_in_row_blocks(tiny_model_dir, tmp_path, monkeypatch):
+    """gptq-mixed with lm_head: auto solves the head HEAD_ROW_BLOCK rows at a time, as uniform GPTQ does (at 12B
+    width all 131072 rows at once OOM a 24 GiB host: capture.HEAD_ROW_BLOCK), and writes the whole head."""
+    from safetensors import safe_open
+
+    from pixtral_quant import capture
+    from pixtral_quant.convert import convert
+    from pixtral_quant.loading import open_checkpoint
+    from pixtral_quant.mixed.sensitivity import MixedSolver
+
+    text = open_checkpoint(tiny_model_dir).config.text_config
+    hidden = text.hidden_size
+    monkeypatch.setattr(capture, "HEAD_ROW_BLOCK", 8192)  # 4 blocks of the tiny model's 32768 rows
+    head_rows = []
+    init = MixedSolver.__init__
+
+    def spy(self, linear, config):
+        if linear.weight.shape[1] == hidden and linear.out_features >= 8192:  # decoder Linears are narrower
+            head_rows.append(linear.out_features)
+        init(self, linear, config)
+
+    monkeypatch.setattr(MixedSolver, "__init__", spy)
+    out = tmp_path / "out"
+    recipe = with_overrides(_recipe(max_size="1GB", candidates=["int4-g128"]),
+                            {"calibration.num_samples": 4, "targets.lm_head": "auto"})
+    convert(tiny_model_dir, recipe, out)
+    assert head_rows == [8192] * (text.vocab_size // 8192)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["allocation"]["lm_head"]["setting"] == "int4-g128"
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("language_model.lm_head.weight_shape").tolist() == [text.vocab_size, hidden]
+        assert f.get_tensor("language_model.lm_head.weight_packed").shape[0] == text.vocab_size
+
+
 def test_plan_cli_sizes_a_converted_mixed_folder(mixed_tiny):
     files = sum(p.stat().st_size for p in mixed_tiny.glob("*.safetensors"))
     result = run_cli(["plan", "--model", "tiny", "--recipe", str(mixed_tiny), "--gpu-memory", "8GiB", "--json"])

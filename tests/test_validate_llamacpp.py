@@ -26,7 +26,7 @@ import torch
 from pixtral_quant.calibration.dataset import open_tokenizer
 from pixtral_quant.calibration.encode import collate, encode
 from pixtral_quant.config import ValidateConfig
-from pixtral_quant.convert import Reporter
+from pixtral_quant.pipeline.runtime import Reporter
 from pixtral_quant.errors import MissingDependencyError, UsageError
 from pixtral_quant.export.gguf import layout, writer
 from pixtral_quant.loading import open_checkpoint, load_model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..convert import Reporter
+from ..pipeline.runtime import Reporter
 
 
 class RichReporter(Reporter):

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+TOOL = "pixtral-quant convert"
 LIBRARIES = ("pixtral-quant", "torch", "transformers", "safetensors", "mistral-common", "numpy", "gptqmodel",
              "bitsandbytes", "optimum")
 
@@ -44,3 +45,34 @@ def write_manifest(out: Path, body: dict) -> Path:
 
 def read_manifest(out: Path) -> dict:
     return json.loads((out / MANIFEST).read_text())
+
+
+def body(ckpt, recipe, plan, result, side: list[str]) -> dict:
+    """The manifest body of a checkpoint conversion (uniform.py, mixed.py adds its allocation): recipe, source,
+    versions, calibration, plan, per-Linear loss and the side files copied. result: pipeline.runtime.ConvertResult;
+    plan: plan.Plan."""
+    return {
+        "tool": TOOL,
+        "recipe": recipe.to_dict(),
+        "source": source(ckpt),
+        "versions": versions(),
+        "calibration": calibration(recipe, result),
+        "plan": plan.to_list(),
+        "layer_loss": {k: result.layer_loss[k] for k in sorted(result.layer_loss)},
+        "side_files": side,
+    }
+
+
+def source(ckpt) -> dict:
+    """The source model: its name as given, its format and weight files."""
+    return {"model": ckpt.source, "format": ckpt.format, "weight_files": [f.name for f in ckpt.weight_files]}
+
+
+def calibration(recipe, result) -> dict | None:
+    """The calibration set (name, content hash) and what the vision pass saw (result.stats: capture.CaptureStats);
+    None for a data-free conversion."""
+    stats = result.stats
+    return None if result.calibration_hash is None else {
+        "set": recipe.calibration.set, "content_hash": result.calibration_hash, "samples": len(stats.tokens),
+        "tokens": sum(stats.tokens), "images": sum(stats.images), "vision_images": sum(stats.vision_images),
+        "text_only": recipe.calibration.text_only}

@@ -1,12 +1,13 @@
 """The gptq-mixed exporter (convert.EXPORTERS["mixed"]): one compressed-tensors checkpoint whose Linears each
-have the setting the allocation chose.
+have the setting the allocation chose, written in one output run (output.py).
 
 Order (bad input fails before anything is written or calibrated): plan → every Linear's candidate bytes
 (memory/storage, exact) → the budget (mixed/budget.py); a budget below the smallest allocation is refused here,
 with the smallest achievable size → calibration set → free disk → OUT.partial:
-1. mixed/calibrate.py: convert's sequential pipeline with mixed/sensitivity.MixedSolver — each planned Linear
-   (decoder, and the lm_head when targets.lm_head is 'auto') solved at every candidate from one Hessian, every
-   candidate's tensors into the layer journal — then the Fisher probe's backward pass and the sensitivities;
+1. mixed/calibrate.py: the sequential loop (pipeline/sequential.py) with mixed/sensitivity.MixedSolver — each
+   planned Linear (decoder, and the lm_head in row blocks when targets.lm_head is 'auto') solved at every
+   candidate from one Hessian, every candidate's tensors into the layer journal — then the Fisher probe's
+   backward pass and the sensitivities;
 2. the allocation (mixed/choose.py → allocate.allocate_within: exact knapsack, re-checked against the budget's
    exact measure), or scheme.allocation as given;
 3. the chosen tensors written in convert's order, config.json with compressed-tensors' quantization_config,
@@ -16,27 +17,28 @@ A mixed conversion has no --resume: its journal holds every candidate, and an in
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 import torch
 
 from ..config import BF16
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..memory.units import fmt_bytes
 from ..mixed.choose import Candidates
 from . import atomic, checkpoint, compressed, manifest
-from .journal import DIR as journal_dir
 from .journal import HEAD_UNIT, layer_unit
+from .output import Output, run_output
+
+OUTPUT = Output("the checkpoint", "free disk space or choose another --out")  # no --resume: nothing is kept
 
 
 def export_mixed(ckpt, recipe, handler, out: Path, resume: bool, reporter):
     """Write the mixed-precision checkpoint of `ckpt` for `recipe` (config.GptqMixed) into OUT."""
-    from ..convert import ConvertResult, calibration_set, check_free_disk, open_journal
     from ..memory.inventory import model_shapes
     from ..mixed.budget import budget_for
     from ..mixed.calibrate import calibrate
     from ..mixed.choose import candidates_for, check_budget, check_given, choose
+    from ..pipeline.runtime import ConvertResult, calibration_set, open_journal
     from ..plan import make_plan, render
 
     if resume:
@@ -52,24 +54,19 @@ def export_mixed(ckpt, recipe, handler, out: Path, resume: bool, reporter):
     else:
         check_budget(budget, cands)
     cset = calibration_set(recipe.calibration, ckpt)
-    check_free_disk(out, _disk_need(cands, shapes), "every candidate of every Linear and the checkpoint")
-    reporter.log(render(plan))
-    tmp = atomic.partial_dir(out)
-    result = ConvertResult(tmp, plan, calibration_hash=cset.content_hash)
-    try:
+    need = (_disk_need(cands, shapes), "every candidate of every Linear and the checkpoint")
+
+    def write(tmp: Path) -> ConvertResult:
+        result = ConvertResult(tmp, plan, calibration_hash=cset.content_hash)
         journal = open_journal(tmp, ckpt, recipe, cset, False)
         losses, gptq_losses = calibrate(ckpt, recipe, plan, handler, cset, tmp, journal, reporter, result)
         allocation, spare = (given, False) if given is not None else choose(cands, losses, budget)
         reporter.log(render_allocation(cands, losses, allocation, budget, spare))
         _write(ckpt, recipe, plan, cands, losses, gptq_losses, allocation, budget, journal, tmp, result)
-    except BaseException as exc:
-        atomic.discard(tmp)  # no --resume: nothing is kept
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise InputError("no space left on the device while writing the checkpoint", where=tmp.parent,
-                             fix="free disk space or choose another --out") from None
-        raise
-    atomic.commit(tmp, out, marker=journal_dir)
-    result.layer_loss = {m: losses[m][allocation[m]] for m in allocation}
+        result.layer_loss = {m: losses[m][allocation[m]] for m in allocation}  # the sensitivity at the choice
+        return result
+
+    result = run_output(out, OUTPUT, write, reporter, shown=render(plan), need=need)
     result.bytes_after = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return result
 
@@ -100,9 +97,7 @@ def _write(ckpt, recipe, plan, cands, losses, gptq_losses, allocation, budget, j
 
 
 def _manifest(ckpt, recipe, plan, cands, losses, gptq_losses, allocation, budget, result) -> dict:
-    from ..convert import manifest_body
-
-    body = manifest_body(ckpt, recipe, plan, result, [])
+    body = manifest.body(ckpt, recipe, plan, result, [])
     # GPTQ's loss of each Linear at its chosen setting, as uniform schemes record it (a kept bf16 Linear: 0)
     body["layer_loss"] = {m: gptq_losses[m].get(allocation[m], 0.0) for m in sorted(allocation)}
     body["allocation"] = {m: {"setting": allocation[m], "group": list(g), "group_bytes": dict(zip(labels, sizes)),

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 
 LAYER = "{i}"  # placeholder for a layer index in the tables below
+# The runtime name prefix of decoder layer i's tensors is f"{LAYERS}{i}." (the one spelling of it in the package).
+LAYERS = "model.language_model.layers."
 
 # (native name, HF checkpoint name, rope kind). The rope kind says which head count the q/k permutation uses.
 NAME_TABLE: tuple[tuple[str, str, str | None], ...] = (

@@ -21,12 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ..capture import LAYERS, ActivationStore, _to, load_layer
+from ..capture import HEAD, LAYERS, ActivationStore, _to, final_norm, load_layer
 from ..loading.checkpoint import read_tensors
 from ..schemes.gptq import one_thread_on_cpu
-
-HEAD = "lm_head"
-FINAL_NORM = "model.language_model.norm.weight"
 
 
 def sampled_logit_grad(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -117,14 +114,10 @@ class FisherProbe:
 
 
 def _head(ckpt, device, dtype):
-    """The final RMSNorm and the lm_head weight [V, H] on `device` in `dtype`."""
-    from transformers.models.mistral.modeling_mistral import MistralRMSNorm
-
-    text = ckpt.config.text_config
-    norm = MistralRMSNorm(text.hidden_size, eps=text.rms_norm_eps).to(device=device, dtype=dtype)
-    tensors = read_tensors(ckpt, [FINAL_NORM, f"{HEAD}.weight"])
-    norm.weight.data = tensors[FINAL_NORM].to(device=device, dtype=dtype)
-    return norm, tensors[f"{HEAD}.weight"].to(device=device, dtype=dtype)
+    """The final RMSNorm (capture.final_norm, as the lm_head's inputs are made) and the lm_head weight [V, H] on
+    `device` in `dtype`."""
+    weight = read_tensors(ckpt, [f"{HEAD}.weight"])[f"{HEAD}.weight"]
+    return final_norm(ckpt, device, dtype), weight.to(device=device, dtype=dtype)
 
 
 def _head_grad(norm, weight, hidden: torch.Tensor, generator, device, dtype):

@@ -100,3 +100,34 @@ class MixedSolver:
                 tensors[f"{ROWERR}{TAG}{label}"] = row_errors(weight, stored, hessian).cpu()
         self.leader.task.free()
         return tensors, losses, weight
+
+    def adopt(self, leader: "MixedSolver") -> None:
+        """Solve with a private copy of `leader`'s Hessian, as row blocks of one Linear do: they see the same
+        inputs (GptqSolver.adopt; capture.calibrate_head with `rows`)."""
+        self.leader.adopt(leader.leader)
+
+    @staticmethod
+    def join(parts: list[tuple[dict[str, torch.Tensor], dict[str, float]]]
+             ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """(tensors, {setting: loss}) of consecutive row blocks of one Linear → the Linear's, as `finish` would
+        give them for all rows: each candidate's compressed tensors joined along the rows
+        (compressed.concat_compressed), its row errors [out] concatenated, the losses summed per setting
+        (GptqSolver.join)."""
+        labels = list(parts[0][1])
+        tensors = {}
+        for label in labels:
+            blocks = [_candidate(t, label) for t, _ in parts]
+            rowerr = torch.cat([b.pop(ROWERR) for b in blocks])
+            tensors.update((f"{k}{TAG}{label}", v) for k, v in compressed.concat_compressed(blocks).items())
+            tensors[f"{ROWERR}{TAG}{label}"] = rowerr
+        return tensors, {label: sum(losses[label] for _, losses in parts) for label in labels}
+
+
+def _candidate(tensors: dict[str, torch.Tensor], label: str) -> dict[str, torch.Tensor]:
+    """The tensors of one candidate `label` in a MixedSolver result, their names without the tag, in order."""
+    out = {}
+    for key, value in tensors.items():
+        base, _, tagged = key.partition(TAG)
+        if tagged == label:
+            out[base] = value
+    return out

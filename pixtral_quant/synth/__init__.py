@@ -28,7 +28,7 @@ from .writer import Spec, plan_shards, write_file
 
 __all__ = ["Outliers", "SynthResult", "synthesize"]
 
-LAYERS = "model.language_model.layers."
+LAYERS = names.LAYERS
 # Runtime name → on-disk name per format (native q/k rows are random either way: no permutation needed).
 DISK_NAMES = {"hf": names.runtime_to_checkpoint,
               "native": lambda n: names.hf_to_native_name(names.runtime_to_checkpoint(n))[0]}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..config import ValidateConfig
-from ..convert import Reporter, compute_setup
+from ..pipeline.runtime import Reporter, compute_setup
 from ..export.manifest import versions
 from ..loading.arch import parameter_counts
 from . import cache, checks, compare, engines, evalset, models

@@ -1,11 +1,12 @@
 """llama.cpp's importance matrix, gathered through the full multimodal model (images in) instead of llama-imatrix's
 text-only run.
 
-capture.py's pipeline does the work: every calibration conversation through embeddings → vision tower → projector
-(`capture.capture_inputs`), then the decoder one layer at a time (`capture.load_layer`, `capture.run_layer`), then
-the lm_head's input (`capture.head_inputs`). Nothing is quantized, so — as in llama-imatrix, which leaves the
-model untouched — these are the original model's activations, and one pass per layer both accumulates the
-statistics (forward hooks on its Linears) and produces the next layer's inputs.
+The sequential loop every calibration shares does the work (pipeline/sequential.py): every calibration
+conversation through embeddings → vision tower → projector (`capture.capture_inputs`), then the decoder one layer
+at a time (`capture.load_layer`, `capture.run_layer`), then the lm_head's input (`capture.head_inputs`). Nothing
+is quantized, so — as in llama-imatrix, which leaves the model untouched — these are the original model's
+activations, and one pass per layer both accumulates the statistics (forward hooks on its Linears) and produces
+the next layer's inputs.
 
 What the Imatrix records, compared with llama-imatrix's file:
 - counts: every token position of every sample (image tokens included); llama-imatrix counts every position of
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ... import capture
+from ...pipeline.sequential import Algorithm, run_sequential
 from .imatrix import Imatrix, ImatrixEntry, accumulate
 from .names import gguf_name, name_maps
 
@@ -62,66 +64,51 @@ def collect_imatrix(ckpt, samples: Collection[list[dict]], tokenizer, *, dataset
 
     samples: conversations (a CalibrationSet or a list of messages lists); text_only strips their images first.
     tokenizer: a MistralTokenizer in finetuning mode (calibration.dataset.open_tokenizer). dataset: the name
-    recorded in `imatrix.datasets`. device/dtype: where and in what the model runs (convert.compute_setup).
-    reporter: convert.Reporter (one bar for the vision pass, one per layer, one for the lm_head).
+    recorded in `imatrix.datasets`. device/dtype: where and in what the model runs (pipeline.runtime.compute_setup).
+    reporter: pipeline.runtime.Reporter (one bar for the vision pass, one per layer, one for the lm_head).
     budget_bytes: activations kept in memory before spilling into a scratch folder under scratch_parent.
     Returns the Imatrix (in_sum2 float64 [in] on the CPU) and capture's per-sample statistics."""
     if len(samples) == 0:
         raise ValueError("an importance matrix needs at least one calibration sample")
-    scratch = capture.scratch_dir(scratch_parent)
-    try:
-        store = capture.ActivationStore(budget_bytes, scratch)
-        kwargs, stats, text_config = _embed(ckpt, samples, tokenizer, device, dtype, text_only, store, reporter)
-        maps = name_maps(ckpt.config)
-        entries = {}
-        for i in range(ckpt.config.text_config.num_hidden_layers):
-            entries.update(_layer(ckpt, text_config, i, store, kwargs, device, dtype, maps, reporter))
-        entries[gguf_key(f"{capture.HEAD}.weight", maps)] = _head(ckpt, store, device, dtype, reporter)
-    finally:
-        capture.remove_scratch(scratch)
-    return Imatrix(entries, (dataset,), len(stats.tokens), max(stats.tokens)), stats
+    stats = ImatrixLayers(name_maps(ckpt.config))
+    run = run_sequential(ckpt, samples, tokenizer, stats, text_only=text_only, budget_bytes=budget_bytes,
+                         scratch_parent=scratch_parent, device=device, dtype=dtype, reporter=reporter)
+    return Imatrix(stats.entries, (dataset,), len(run.stats.tokens), max(run.stats.tokens)), run.stats
 
 
-def _embed(ckpt, samples, tokenizer, device, dtype, text_only, store, reporter):
-    """capture.capture_inputs on the shell; the shell is dropped afterwards. Returns (per-sample layer kwargs,
-    CaptureStats, the shell's text config)."""
-    shell = capture.load_shell(ckpt, device, dtype)
-    conversations = (capture.strip_images(m) if text_only else m for m in samples)
-    kwargs, stats = capture.capture_inputs(shell, conversations, tokenizer, device, store,
-                                           reporter.task("imatrix: vision tower + projector", len(samples)))
-    reporter.done()
-    return kwargs, stats, shell.config.text_config
+class ImatrixLayers(Algorithm):
+    """The importance matrix as the per-layer work of the sequential loop: each decoder layer, unmodified, runs
+    every sample once with hooks on its Linears (its outputs replace the store's inputs); then the lm_head's
+    input statistics. entries: GGUF name → ImatrixEntry, layer by layer, the lm_head last. maps: names.name_maps."""
 
+    label = "imatrix: "
+    thread_warning = False  # the imatrix run has never printed the MKL warning (kept as it was)
 
-def _layer(ckpt, text_config, i: int, store, kwargs, device, dtype, maps, reporter) -> dict[str, ImatrixEntry]:
-    """Decoder layer i, unmodified: one pass of every sample with hooks on its Linears; the outputs replace the
-    store's inputs. Returns GGUF name → entry for its 7 Linears."""
-    # Imported here: convert will import this module.
-    from ...convert import release_freed_memory
+    def __init__(self, maps: dict):
+        self.maps = maps
+        self.entries: dict[str, ImatrixEntry] = {}
 
-    layer, _ = capture.load_layer(ckpt, text_config, i, device, dtype)
-    accs = {n: Accumulator() for n in LINEARS}
-    hooks = [layer.get_submodule(n).register_forward_hook(lambda m, args, out, a=acc: a.add_batch(args[0]))
-             for n, acc in accs.items()]
-    n_layers = ckpt.config.text_config.num_hidden_layers
-    try:
-        capture.run_layer(layer, store, kwargs, device, update=True,
-                          advance=reporter.task(f"imatrix: layer {i + 1}/{n_layers}", len(store)))
-    finally:
-        for h in hooks:
-            h.remove()
-    reporter.done()
-    del layer
-    release_freed_memory()
-    return {gguf_key(f"{capture.LAYERS}{i}.{n}.weight", maps): acc.result() for n, acc in accs.items()}
+    def layer(self, i: int, layer, raw, run) -> None:
+        accs = {n: Accumulator() for n in LINEARS}
+        hooks = [layer.get_submodule(n).register_forward_hook(lambda m, args, out, a=acc: a.add_batch(args[0]))
+                 for n, acc in accs.items()]
+        n_layers = run.ckpt.config.text_config.num_hidden_layers
+        try:
+            capture.run_layer(layer, run.store, run.kwargs, run.device, update=True,
+                              advance=run.reporter.task(f"imatrix: layer {i + 1}/{n_layers}", len(run.store)))
+        finally:
+            for h in hooks:
+                h.remove()
+        run.reporter.done()
+        self.entries.update((gguf_key(f"{capture.LAYERS}{i}.{n}.weight", self.maps), acc.result())
+                            for n, acc in accs.items())
 
-
-def _head(ckpt, store, device, dtype, reporter) -> ImatrixEntry:
-    """The lm_head's input statistics: the final RMSNorm of the last layer's outputs (capture.head_inputs)."""
-    acc = Accumulator()
-    advance = reporter.task("imatrix: lm_head", len(store))
-    for x in capture.head_inputs(ckpt, store, device, dtype):
-        acc.add_batch(x)
-        advance()
-    reporter.done()
-    return acc.result()
+    def finish(self, run) -> None:
+        """The lm_head's input statistics: the final RMSNorm of the last layer's outputs (capture.head_inputs)."""
+        acc = Accumulator()
+        advance = run.reporter.task("imatrix: lm_head", len(run.store))
+        for x in capture.head_inputs(run.ckpt, run.store, run.device, run.dtype):
+            acc.add_batch(x)
+            advance()
+        run.reporter.done()
+        self.entries[gguf_key(f"{capture.HEAD}.weight", self.maps)] = acc.result()

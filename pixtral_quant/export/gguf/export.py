@@ -15,21 +15,26 @@ Order (bad input fails before anything is written): per-tensor types and file si
 
 from __future__ import annotations
 
-import errno
 from dataclasses import replace
 from pathlib import Path
 
-from ...errors import InputError, UsageError
+from ...errors import UsageError
 from .. import atomic, manifest
 from ..journal import DIR as MARKER
+from ..output import Output, run_output
 from . import ftypes, layout
 
 INTERMEDIATE = ".model-unquantized.gguf"  # the text model llama.cpp quantizes from (deleted after)
 
 
+OUTPUT = Output("the GGUF files", "free disk space (`pixtral-quant plan` gives the file sizes) or choose another "
+                "--out")  # no journal: an interrupted run has nothing to resume from, OUT.partial goes
+
+
 def export_gguf(ckpt, recipe, handler, out: Path, resume: bool, reporter):
-    """Write the GGUF files of `ckpt` for `recipe` (scheme config.Gguf) into OUT. Returns convert.ConvertResult."""
-    from ...convert import ConvertResult, calibration_set, check_free_disk
+    """Write the GGUF files of `ckpt` for `recipe` (scheme config.Gguf) into OUT. Returns
+    pipeline.runtime.ConvertResult."""
+    from ...pipeline.runtime import ConvertResult, calibration_set
     from ...plan import render
     from . import size
 
@@ -45,22 +50,15 @@ def export_gguf(ckpt, recipe, handler, out: Path, resume: bool, reporter):
     sizes = skeleton.sizes(scheme.type, scheme.mmproj_type, has_imatrix=handler.needs_calibration)
     plan = gguf_plan(ckpt.config, sizes, scheme)
     cset = calibration_set(recipe.calibration, ckpt) if handler.needs_calibration else None
-    check_free_disk(out, _disk_need(skeleton, sizes, scheme),
-                    "the GGUF files and the unquantized text model they are made from")
-    reporter.log(render(plan))
-    tmp = atomic.partial_dir(out)
-    (tmp / MARKER).mkdir()  # atomic.commit's "not swapped yet" marker, as for a checkpoint
-    result = ConvertResult(tmp, plan, calibration_hash=cset.content_hash if cset is not None else None)
-    try:
+    need = (_disk_need(skeleton, sizes, scheme), "the GGUF files and the unquantized text model they are made from")
+
+    def write(tmp: Path):
+        (tmp / MARKER).mkdir()  # atomic.commit's "not swapped yet" marker, as for a checkpoint
+        result = ConvertResult(tmp, plan, calibration_hash=cset.content_hash if cset is not None else None)
         _write_all(ckpt, recipe, handler, cset, tmp, result, reporter)
-    except BaseException as exc:
-        atomic.discard(tmp)  # no journal: nothing to resume from
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise InputError("no space left on the device while writing the GGUF files", where=tmp.parent,
-                             fix="free disk space (`pixtral-quant plan` gives the file sizes) or choose another "
-                                 "--out") from None
-        raise
-    atomic.commit(tmp, out, marker=MARKER)
+        return result
+
+    result = run_output(out, OUTPUT, write, reporter, shown=render(plan), need=need)
     result.bytes_after = sum((out / name).stat().st_size for name in layout.FILES.values() if (out / name).is_file())
     return result
 
@@ -109,7 +107,8 @@ def _quantized_text(ckpt, type_name: str, imatrix, tmp: Path, text: Path) -> Non
 def _imatrix(ckpt, recipe, cset, tmp: Path, result, reporter):
     """The importance matrix from the calibration set through the full model, saved as imatrix.gguf."""
     from ...calibration.dataset import open_tokenizer
-    from ...convert import GIB, calib_budget, compute_setup
+    from ...memory.units import GIB
+    from ...pipeline.runtime import calib_budget, compute_setup
     from .calibrate import collect_imatrix
     from .imatrix import write_imatrix
 
@@ -145,7 +144,6 @@ def gguf_plan(config, sizes, scheme):
 def _manifest_body(ckpt, recipe, result, imatrix) -> dict:
     from importlib import metadata
 
-    stats = result.stats
     versions = manifest.versions()
     for name in ("gguf", "llama-cpp-python"):
         try:
@@ -153,10 +151,10 @@ def _manifest_body(ckpt, recipe, result, imatrix) -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "tool": "pixtral-quant convert",
+        "tool": manifest.TOOL,
         "format": "gguf",
         "recipe": recipe.to_dict(),
-        "source": {"model": ckpt.source, "format": ckpt.format, "weight_files": [f.name for f in ckpt.weight_files]},
+        "source": manifest.source(ckpt),
         "versions": versions,
         "gguf": {"roles": {role: name for role, name in layout.FILES.items()
                            if role != layout.IMATRIX or imatrix is not None},
@@ -164,9 +162,6 @@ def _manifest_body(ckpt, recipe, result, imatrix) -> dict:
                  "imatrix": None if imatrix is None else {
                      "entries": len(imatrix.entries), "chunks": imatrix.chunk_count,
                      "images": not recipe.calibration.text_only}},
-        "calibration": None if result.calibration_hash is None else {
-            "set": recipe.calibration.set, "content_hash": result.calibration_hash, "samples": len(stats.tokens),
-            "tokens": sum(stats.tokens), "images": sum(stats.images), "vision_images": sum(stats.vision_images),
-            "text_only": recipe.calibration.text_only},
+        "calibration": manifest.calibration(recipe, result),
         "plan": result.plan.to_list(),
     }
