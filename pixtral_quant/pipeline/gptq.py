@@ -6,7 +6,6 @@ activations."""
 
 from __future__ import annotations
 
-import torch
 
 from .. import capture
 from ..export.journal import HEAD_UNIT, Journal, layer_unit
