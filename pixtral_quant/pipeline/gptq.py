@@ -6,7 +6,6 @@ activations."""
 
 from __future__ import annotations
 
-
 from .. import capture
 from ..export.journal import HEAD_UNIT, Journal, layer_unit
 from ..memory.units import GIB
