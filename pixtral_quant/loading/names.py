@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 LAYER = "{i}"  # placeholder for a layer index in the tables below
+LAYERS = "model.language_model.layers."  # runtime prefix of every decoder layer (`LAYERS + "3.mlp..."`)
 
 # (native name, HF checkpoint name, rope kind). The rope kind says which head count the q/k permutation uses.
 NAME_TABLE: tuple[tuple[str, str, str | None], ...] = (

@@ -96,7 +96,7 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
               "proposal": None if fits_as_is else proposal_dict(propose(*args)),
               "proposal_supported_today": None if fits_as_is else proposal_dict(propose(*args, only_supported=True)),
               "max_context": max_context(*args)}
-    if getattr(recipe.scheme, "allocation", False) is None:
+    if recipe.scheme.allocates and recipe.scheme.allocation is None:
         report["notes"] = [f"{recipe.scheme.name}: sized at its smallest allocation (every quantized Linear at its "
                            "smallest candidate); convert fills the budget above it. Plan the converted folder "
                            "(--recipe OUT) for the allocation it chose."]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..loading.names import LAYERS
+
 STD = 0.02
 OUTLIER_SCALE = (20.0, 100.0)
 # Runtime-name suffix → how the tensor is filled (first match wins; anything else is N(0, STD²)).
@@ -51,7 +53,7 @@ def make_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int
 
 
 def is_decoder_linear(name: str) -> bool:
-    return name.startswith("model.language_model.layers.") and name.endswith("_proj.weight")
+    return name.startswith(LAYERS) and name.endswith("_proj.weight")
 
 
 def plant_outliers(w: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
