@@ -6,7 +6,7 @@ import json
 
 import click
 
-from . import main
+from .group import main
 
 COMPONENT_LABELS = {"vision_tower": "vision tower", "projector": "projector", "embeddings": "embeddings",
                     "decoder_linears": "decoder linears", "norms": "norms", "lm_head": "lm_head",
