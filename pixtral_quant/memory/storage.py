@@ -1,6 +1,6 @@
 """Stored bytes of one Linear in each checkpoint format: pure arithmetic on (in_features, out_features).
 
-Formats (what convert writes, see schemes/ and /work/shared/notes/formats.md):
+Formats (what convert writes, see schemes/ and docs/notes-formats.md):
 - dense:    weight [out, in] in the model dtype (+ bias [out])
 - gptq:     GPTQ v1 — qweight int32 [in·bits/32, out], qzeros int32 [groups, out·bits/32], scales float16
             [groups, out], g_idx int32 [in] (+ bias float16 [out]); groups = in / group_size (1 for -1)
