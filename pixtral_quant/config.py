@@ -383,6 +383,11 @@ class Recipe:
     thresholds: Thresholds = field(default_factory=Thresholds)
     max_shard_gb: float = 5.0
 
+    @property
+    def max_shard_bytes(self) -> int:
+        """max_shard_gb in bytes (GB = 1e9 bytes, as Thresholds.max_size_gb): where convert starts a new shard."""
+        return int(self.max_shard_gb * 1e9)
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict; the scheme is {'name': ..., fields...}."""
         out = dataclasses.asdict(self)

@@ -91,7 +91,7 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
     fits_as_is = plan.fits
     report = {"model": ckpt.source, "recipe": recipe.name, "scheme": recipe.scheme.name,
               "targets": asdict(recipe.targets), **plan_dict(plan),
-              "checkpoint": checkpoint_dict(estimate(inventory(shapes, recipe), int(recipe.max_shard_gb * 1e9)),
+              "checkpoint": checkpoint_dict(estimate(inventory(shapes, recipe), recipe.max_shard_bytes),
                                             recipe),
               "proposal": None if fits_as_is else proposal_dict(propose(*args)),
               "proposal_supported_today": None if fits_as_is else proposal_dict(propose(*args, only_supported=True)),

@@ -49,7 +49,7 @@ def budget_for(config, shapes: ModelShapes, recipe) -> Budget:
 def _disk_bytes(shapes: ModelShapes, recipe) -> int:
     from ..memory.checkpoint import estimate
 
-    return estimate(inventory(shapes, recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
+    return estimate(inventory(shapes, recipe), recipe.max_shard_bytes).total_bytes
 
 
 def _fit_budget(config, shapes: ModelShapes, recipe) -> Budget:
