@@ -158,7 +158,8 @@ def _gptq_terms(config, shapes, recipe, gpu: bool, calib_tokens, layer_lins, src
     """Shell, activation store, float32 layer and Hessians of the calibrated path."""
     compute = 2 if gpu else 4  # convert.compute_setup: bf16 on a GPU, float32 on the CPU
     calib = recipe.calibration
-    tokens = calib_tokens if calib_tokens is not None else (calib.num_samples or 0) * (calib.max_tokens or CalibConfig().max_tokens)
+    per_sample = calib.max_tokens or CalibConfig().max_tokens  # no cap given: sized at the default cap
+    tokens = calib_tokens if calib_tokens is not None else (calib.num_samples or 0) * per_sample
     shell_params = sum(lin.in_features * lin.out_features for lin in shapes.linears
                        if lin.target in ("vision_tower", "projector")) + \
         sum(it.nbytes // src for it in shapes.others if it.stored and not it.name.startswith(LAYERS)
