@@ -16,9 +16,53 @@ from .errors import UsageError
 # What an optional target (lm_head, vision tower, projector) may ask for; "auto": gptq-mixed's allocation decides.
 PRECISIONS = (None, "int8", "int4", "auto")
 
+# Optional-target precision → (memory/storage.py format kind, bits) the target is sized in, per storage family. A
+# GPTQ checkpoint has one bit width for every quantized Linear (quantization_config.bits), so an int8 lm_head in
+# an int4 GPTQ model is only expressible with per-module overrides (GPTQModel's `dynamic`); it is sized all the same.
+GPTQ_TARGET_FORMATS = {"int4": ("gptq", 4), "int8": ("gptq", 8)}
+BNB_TARGET_FORMATS = {"int8": ("bnb-int8", 8), "int4": ("bnb-nf4", 4)}
+# Why the lm_head of a GPTQ scheme is quantized so (the plan's reason column).
+GPTQ_HEAD_NOTE = "GPTQ on the final norm's outputs, after the last layer"
+
+
+class _SchemeFacts:
+    """What the toolkit knows about a scheme besides its options, read as `recipe.scheme.<fact>`: ClassVars, so
+    neither dataclass fields nor part of to_dict / from_dict. Each scheme config overrides the facts that differ
+    from these defaults (the torchao pattern: frozen config → handler in schemes/registry.py).
+
+    storage: memory/storage.FORMAT_TENSORS kind of its decoder Linears (None: per Linear from an allocation, or
+        not a checkpoint); precision: their precision ('int4' / 'int8'; None: mixed or not a checkpoint) — one
+        checkpoint has one quantization_config, so an optional target can only take it (memory/changes.py);
+    optional_targets: {component: precision} convert writes and transformers loads back (plan.py refuses the
+        rest); target_notes: {component: why its method differs from the scheme name} for the plan's reasons;
+        decoder_reason: the plan's reason for a quantized decoder Linear;
+    target_formats: {precision: (format kind, bits)} an optional target is sized in (memory/storage.format_for:
+        any combination, even the ones convert refuses);
+    four_bit: the name of the 4-bit scheme of the same family (memory/changes.py's "decoder INT4" change);
+    allocates: picks a setting per Linear (gptq-mixed: scheme.allocation, memory/inventory.py);
+    calibrated: GPTQ-solved from calibration activations in convert's layer loop (GGUF's optional importance
+        matrix is its handler's needs_calibration);
+    row_blocked: quantizes schemes.rtn.ROW_BLOCK output rows at a time (memory/conversion.py);
+    transient_bytes_per_param: the quantizer's temporaries per parameter of the largest Linear (bytes;
+        memory/conversion.py): RTN holds the float32 weight, int32 codes, their transpose and two int64 packing
+        buffers at once; GPTQ the float32 working copy, the solver's error and dequantized copies; None: never
+        measured (gptq-mixed keeps a solution per candidate; GGUF quantizes in llama.cpp's process)."""
+
+    storage: ClassVar[str | None] = None
+    precision: ClassVar[str | None] = None
+    optional_targets: ClassVar[dict[str, str]] = {}
+    target_notes: ClassVar[dict[str, str]] = {}
+    decoder_reason: ClassVar[str] = "decoder Linear"
+    target_formats: ClassVar[dict[str, tuple[str, int]]] = {}
+    four_bit: ClassVar[str | None] = None
+    allocates: ClassVar[bool] = False
+    calibrated: ClassVar[bool] = False
+    row_blocked: ClassVar[bool] = False
+    transient_bytes_per_param: ClassVar[int | None] = None
+
 
 @dataclass(frozen=True)
-class _GptqSolverFields:
+class _GptqSolverFields(_SchemeFacts):
     """Settings of GPTQModel's solver shared by every GPTQ scheme. act_group_aware: GPTQModel's group-aware
     reordering (keeps the plain g_idx layout); desc_act: act-order (g_idx permuted, slower kernels);
     damp_percent: Hessian dampening (fraction of its mean diagonal)."""
@@ -38,12 +82,24 @@ class _GptqFields(_GptqSolverFields):
     bits: int = 4
     group_size: int = 128
 
+    storage: ClassVar[str] = "gptq"
+    target_formats: ClassVar[dict] = GPTQ_TARGET_FORMATS
+    target_notes: ClassVar[dict] = {"lm_head": GPTQ_HEAD_NOTE}
+    calibrated: ClassVar[bool] = True
+    transient_bytes_per_param: ClassVar[int] = 16
+
 
 @dataclass(frozen=True)
 class GptqInt4(_GptqFields):
-    """W4A16 GPTQ (GPTQModel's solver), GPTQ v1 checkpoint. group 128 + sym is what Marlin kernels take."""
+    """W4A16 GPTQ (GPTQModel's solver), GPTQ v1 checkpoint. group 128 + sym is what Marlin kernels take.
+    The lm_head at the scheme's own bits (one `bits` per GPTQ v1 config): transformers/optimum replace the
+    Linears whose names start with block_name_to_quantize and end with an entry of modules_in_block_to_quantize,
+    so the lm_head needs block "" plus an "lm_head" entry (schemes/gptq_format.py); vLLM reads `lm_head: true`.
+    The vision tower / projector would need a second precision: not expressible."""
 
     name: ClassVar[str] = "gptq-int4"
+    precision: ClassVar[str] = "int4"
+    optional_targets: ClassVar[dict] = {"lm_head": "int4"}
 
 
 @dataclass(frozen=True)
@@ -52,13 +108,22 @@ class GptqInt8(_GptqFields):
 
     name: ClassVar[str] = "gptq-int8"
     bits: int = 8
+    precision: ClassVar[str] = "int8"
+    optional_targets: ClassVar[dict] = {"lm_head": "int8"}
+    four_bit: ClassVar[str] = "gptq-int4"
 
 
 @dataclass(frozen=True)
-class _RtnFields:
+class _RtnFields(_SchemeFacts):
     bits: int = 4
     group_size: int = 128
     sym: bool = True
+
+    storage: ClassVar[str] = "gptq"
+    target_formats: ClassVar[dict] = GPTQ_TARGET_FORMATS
+    target_notes: ClassVar[dict] = {"lm_head": "round-to-nearest"}
+    row_blocked: ClassVar[bool] = True
+    transient_bytes_per_param: ClassVar[int] = 24
 
 
 @dataclass(frozen=True)
@@ -66,6 +131,8 @@ class RtnInt4(_RtnFields):
     """Round-to-nearest INT4 in the GPTQ v1 format (data-free baseline)."""
 
     name: ClassVar[str] = "rtn-int4"
+    precision: ClassVar[str] = "int4"
+    optional_targets: ClassVar[dict] = {"lm_head": "int4"}
 
 
 @dataclass(frozen=True)
@@ -74,22 +141,46 @@ class RtnInt8(_RtnFields):
 
     name: ClassVar[str] = "rtn-int8"
     bits: int = 8
+    precision: ClassVar[str] = "int8"
+    optional_targets: ClassVar[dict] = {"lm_head": "int8"}
+    four_bit: ClassVar[str] = "rtn-int4"
 
 
 @dataclass(frozen=True)
-class BnbInt8:
+class _BnbFacts(_SchemeFacts):
+    """Facts shared by the bitsandbytes schemes: the optional targets are sized in int8 / nf4."""
+
+    target_formats: ClassVar[dict] = BNB_TARGET_FORMATS
+    transient_bytes_per_param: ClassVar[int] = 8
+
+
+@dataclass(frozen=True)
+class BnbInt8(_BnbFacts):
     """bitsandbytes LLM.int8: int8 rows with one absmax scale per output row; threshold: activation
-    magnitude above which LLM.int8 runs the column in 16 bit at inference."""
+    magnitude above which LLM.int8 runs the column in 16 bit at inference. Its lm_head loads in transformers
+    but not in vLLM (docs/vllm.md)."""
 
     name: ClassVar[str] = "bnb-int8"
     threshold: float = 6.0
 
+    storage: ClassVar[str] = "bnb-int8"
+    bits: ClassVar[int] = 8
+    precision: ClassVar[str] = "int8"
+    optional_targets: ClassVar[dict] = {"lm_head": "int8", "vision_tower": "int8", "projector": "int8"}
+    target_notes: ClassVar[dict] = {"lm_head": "transformers loads it; vLLM cannot (docs/vllm.md): keep bf16 for vLLM"}
+    four_bit: ClassVar[str] = "bnb-nf4"
+
 
 @dataclass(frozen=True)
-class BnbNf4:
-    """bitsandbytes NF4 (blocks of `blocksize` weights, one absmax each); double_quant quantizes the absmaxes."""
+class BnbNf4(_BnbFacts):
+    """bitsandbytes NF4 (blocks of `blocksize` weights, one absmax each); double_quant quantizes the absmaxes.
+    No optional target: one quant type per model."""
 
     name: ClassVar[str] = "bnb-nf4"
+    storage: ClassVar[str] = "bnb-nf4"
+    bits: ClassVar[int] = 4
+    precision: ClassVar[str] = "int4"
+
     blocksize: int = 64
     double_quant: bool = True
     compute_dtype: str = "bfloat16"
@@ -112,6 +203,12 @@ class GptqMixed(_GptqSolverFields):
     setting: convert writes the one it chose into the manifest's recipe; a recipe giving it is used as is."""
 
     name: ClassVar[str] = "gptq-mixed"
+    optional_targets: ClassVar[dict] = {"lm_head": "auto"}
+    target_notes: ClassVar[dict] = {"lm_head": "GPTQ at every candidate after the last layer; the allocation picks"}
+    decoder_reason: ClassVar[str] = "decoder Linear: GPTQ at every candidate, the allocation picks"
+    allocates: ClassVar[bool] = True
+    calibrated: ClassVar[bool] = True
+
     candidates: tuple = ("int4-g128", "int4-g64", "int4-g32", "int8-g128")
     max_size: str | None = None
     fit: str | None = None
@@ -143,7 +240,7 @@ SCHEME_CONFIGS: dict[str, type] = {c.name: c for c in (GptqInt4, GptqInt8, RtnIn
 
 
 @dataclass(frozen=True)
-class Gguf:
+class Gguf(_SchemeFacts):
     """llama.cpp GGUF files (export/gguf) instead of a checkpoint: the text model quantized by llama.cpp's own
     quantizer to `type` (a key of export/gguf/ftypes.FILE_TYPES: q4_k_m, q6_k, q8_0, f16 ...), the vision tower +
     projector as an mmproj in `mmproj_type` (f16 or q8_0, llama.cpp's converter's choices), and, with `imatrix`,
@@ -285,6 +382,11 @@ class Recipe:
     calibration: CalibConfig = field(default_factory=CalibConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
     max_shard_gb: float = 5.0
+
+    @property
+    def max_shard_bytes(self) -> int:
+        """max_shard_gb in bytes (GB = 1e9 bytes, as Thresholds.max_size_gb): where convert starts a new shard."""
+        return int(self.max_shard_gb * 1e9)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict; the scheme is {'name': ..., fields...}."""

@@ -12,10 +12,11 @@ import torch
 
 from .errors import UsageError
 from .loading.arch import meta_model
+from .loading.names import LAYERS
 
 # Component of a runtime module name → the Targets field that selects it.
 COMPONENTS = (
-    ("decoder", "model.language_model.layers."),
+    ("decoder", LAYERS),
     ("lm_head", "lm_head"),
     ("vision_tower", "model.vision_tower."),
     ("projector", "model.multi_modal_projector."),
@@ -27,24 +28,8 @@ COMPONENTS = (
 FRAGMENTS = {"lm_head": ("lm_head", "language_model.lm_head"),
              "vision_tower": ("model.vision_tower", "vision_tower"),
              "projector": ("model.multi_modal_projector", "multi_modal_projector")}
-# Optional targets each scheme can write and have loaded back by transformers: {scheme: {component: precision}}.
-# GPTQ-format schemes: the lm_head at the scheme's own bits (one `bits` per GPTQ v1 config). transformers/optimum
-# replace the Linears whose names start with block_name_to_quantize and end with an entry of
-# modules_in_block_to_quantize, so the lm_head needs block "" plus an "lm_head" entry (gptq_format.py); vLLM
-# reads `lm_head: true`. The vision tower / projector would need a second precision: not expressible.
-# bnb-nf4: one quant type per model.
-OPTIONAL_SUPPORT = {"bnb-int8": {"lm_head": "int8", "vision_tower": "int8", "projector": "int8"},
-                    "gptq-int4": {"lm_head": "int4"}, "gptq-int8": {"lm_head": "int8"},
-                    "rtn-int4": {"lm_head": "int4"}, "rtn-int8": {"lm_head": "int8"},
-                    "gptq-mixed": {"lm_head": "auto"}}
-# Why an optional target's method differs from the scheme's name (shown in the plan's reason column).
-METHOD_NOTES = {("gptq-int4", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
-                ("gptq-int8", "lm_head"): "GPTQ on the final norm's outputs, after the last layer",
-                ("rtn-int4", "lm_head"): "round-to-nearest", ("rtn-int8", "lm_head"): "round-to-nearest",
-                ("bnb-int8", "lm_head"): "transformers loads it; vLLM cannot (docs/vllm.md): keep bf16 for vLLM",
-                ("gptq-mixed", "lm_head"): "GPTQ at every candidate after the last layer; the allocation picks"}
-# Why a decoder Linear is quantized, per scheme (the default: "decoder Linear").
-DECODER_REASONS = {"gptq-mixed": "decoder Linear: GPTQ at every candidate, the allocation picks"}
+# What each scheme can write for an optional target, its method notes and decoder reason are facts on its config
+# (config._SchemeFacts: optional_targets, target_notes, decoder_reason).
 
 
 @dataclass(frozen=True)
@@ -99,7 +84,7 @@ def make_plan(config, recipe) -> Plan:
         if not isinstance(module, torch.nn.Linear):
             continue
         comp = component_of(name)
-        chosen, reason = _decide(comp, recipe.targets, scheme)
+        chosen, reason = _decide(comp, recipe.targets, recipe.scheme)
         if chosen and group not in (None, -1) and module.in_features % group:
             raise UsageError(f"group size {group} does not divide in_features {module.in_features} of {name}",
                              where=f"scheme {scheme}", fix=f"use a group size dividing {module.in_features} "
@@ -109,20 +94,20 @@ def make_plan(config, recipe) -> Plan:
     return Plan(scheme, tuple(entries))
 
 
-def _decide(component: str, targets, scheme: str) -> tuple[bool, str]:
-    """(quantize?, why) for one Linear of `component`."""
+def _decide(component: str, targets, scheme) -> tuple[bool, str]:
+    """(quantize?, why) for one Linear of `component` under `scheme` (a config.py scheme config)."""
     wanted = getattr(targets, component)
     if component == "decoder":
-        return (True, DECODER_REASONS.get(scheme, "decoder Linear")) if wanted else (False, "targets.decoder is false")
+        return (True, scheme.decoder_reason) if wanted else (False, "targets.decoder is false")
     if wanted is None:
         return False, f"{component} stays bf16 (targets.{component} not set)"
-    supported = OPTIONAL_SUPPORT.get(scheme, {}).get(component)
-    if supported != wanted:
-        can = OPTIONAL_SUPPORT.get(scheme, {})
-        raise UsageError(f"scheme {scheme} cannot write the {component} as {wanted}", where=f"targets.{component}",
+    can = scheme.optional_targets
+    if can.get(component) != wanted:
+        raise UsageError(f"scheme {scheme.name} cannot write the {component} as {wanted}",
+                         where=f"targets.{component}",
                          fix=(f"this scheme supports {can}" if can else "leave it unset (bf16)") +
                          "; a GPTQ checkpoint holds one bit width (decoder Linears and optionally the lm_head)")
-    note = METHOD_NOTES.get((scheme, component))
+    note = scheme.target_notes.get(component)
     return True, f"targets.{component} = {wanted}" + (f" ({note})" if note else "")
 
 

@@ -54,7 +54,8 @@ from pixtral_quant.memory.measure import MARK  # noqa: E402
 from pixtral_quant.memory.settings import Workload  # noqa: E402
 from pixtral_quant.memory.tree import run_sampled  # noqa: E402
 
-GIB = 2**30
+from pixtral_quant.memory.units import GIB  # noqa: E402
+
 JOBS = SCRIPTS / "full_size_jobs.py"
 STAGES = ("synth", "int4", "int8", "nf4", "gptq", "large")
 NEEDS_SOURCE = ("int4", "int8", "nf4")  # stages that convert the full-size HF source

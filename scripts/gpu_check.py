@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from pixtral_quant.memory.settings import SHIPPED_TARGETS, Placement, Workload  # noqa: E402
+from pixtral_quant.memory.units import GIB  # noqa: E402
 
-GIB = 2**30
 RTN_OF = {"gptq-int4": "rtn-int4", "gptq-int8": "rtn-int8"}
 TINY_WORKLOAD = Workload(image_width=64, image_height=64, text_tokens=16, new_tokens=3)
 

@@ -8,7 +8,8 @@ import json
 import pytest
 from calibration_helpers import image_bytes, sample_row, turn, write_manifest
 
-from pixtral_quant.calibration.fetch import ImageRef, classify, read_bytes
+from pixtral_quant.calibration.fetch import read_bytes
+from pixtral_quant.calibration.refs import ImageRef, classify
 from pixtral_quant.calibration.manifest import read_manifest
 from pixtral_quant.errors import InputError
 

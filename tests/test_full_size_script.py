@@ -17,9 +17,9 @@ from pixtral_quant.memory.conversion import convert_rss
 from pixtral_quant.memory.inventory import inventory, model_shapes
 from pixtral_quant.memory.report import open_model
 from pixtral_quant.memory.tree import run_sampled
+from pixtral_quant.memory.units import GIB
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-GIB = 2**30
 
 
 def load_script():

@@ -3,7 +3,7 @@
 Hugging Face tensors; tokenizers (v7m1, tekken); importance-matrix math and file round trip.
 
 llama.cpp itself is not run here (llama-cpp-python is a separate, later step); conventions are llama.cpp's
-converter's at commit 0c1e57098 (shared/notes/gguf.md), copied below where a test needs an independent reference.
+converter's at commit 0c1e57098 (docs/notes-gguf.md), copied below where a test needs an independent reference.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from .fetch import ImageRef, classify, resolve_inside
+from .refs import ImageRef, classify, resolve_inside
 from .sample import Sample
 
 TOP_KEYS = {"id", "messages", "task", "answer", "meta"}

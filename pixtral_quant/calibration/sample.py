@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .fetch import ImageRef
+from .refs import ImageRef
 
 
 @dataclass(frozen=True)

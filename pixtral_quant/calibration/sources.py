@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError, UsageError, require
-from .fetch import ImageRef, resolve_inside
+from .refs import ImageRef, resolve_inside
 from .sample import Sample
 
 DEFAULT_PROMPT = "Describe this image."

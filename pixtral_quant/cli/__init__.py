@@ -4,61 +4,9 @@ banners and warnings stay off unless `--verbose` (quiet.py)."""
 
 from __future__ import annotations
 
-import sys
+from .group import main
 
-import click
-
-from ..errors import PixtralQuantError, UsageError
-from .quiet import silenced
-
-
-class Group(click.Group):
-    """A click group that turns library errors into `error: ...` + exit code, never a traceback, and keeps
-    third-party output off while the command runs (unless --verbose)."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            with silenced(ctx.params.get("verbose", False)):
-                return super().invoke(ctx)
-        except click.UsageError as exc:
-            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
-                raise  # `pixtral-quant calib` alone: click shows the help
-            _exit(_from_click(exc))
-        except PixtralQuantError as exc:
-            _exit(exc)
-
-
-def _exit(exc: PixtralQuantError):
-    click.echo(f"error: {exc.render()}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _from_click(exc: click.UsageError) -> UsageError:
-    """click's own option errors (a value out of range, not a number, a missing option) in our shape:
-    the option as `where`, click's message, and where to look for the accepted values."""
-    path = exc.ctx.command_path if exc.ctx else "pixtral-quant"
-    param = getattr(exc, "param", None)
-    name = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name if param else None
-    own = isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and exc.message
-    return UsageError(exc.message if own else exc.format_message(), where=name or path,
-                      fix=f"see `{path} --help`" + (f" for what {name} accepts" if name else ""))
-
-
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pixtral-quant")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Show the libraries' own output too (GPTQModel banner, torch/transformers warnings).")
-def main(verbose: bool) -> None:
-    """Quantize Pixtral vision-language models with image-text calibration, and validate the result.
-
-    \b
-    Examples:
-      pixtral-quant inspect tiny                 # the bundled trained tiny Pixtral
-      pixtral-quant inspect pixtral-12b --json   # shipped config-only copy of Pixtral-12B
-      pixtral-quant inspect /models/Pixtral-12B-2409
-      pixtral-quant convert                      # the tiny model with the default recipe into ./out/
-      pixtral-quant validate --candidate out     # check it against the reference (exit 1 when worse)
-    """
+__all__ = ["main"]
 
 
 def _register() -> None:

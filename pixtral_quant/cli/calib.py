@@ -7,7 +7,7 @@ import json
 
 import click
 
-from . import main
+from .group import main
 
 SET_HELP = """SET is a built-in set (calib, eval), a manifest .jsonl, a folder (manifest.jsonl, or images plus
 captions.tsv/.csv/.jsonl), or hf:PATH for a `datasets` dataset saved to disk."""

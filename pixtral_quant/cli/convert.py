@@ -6,7 +6,7 @@ import click
 
 from ..config import Gguf, GptqMixed, scheme_choices
 from ..export.gguf.ftypes import MMPROJ_TYPES
-from . import main
+from .group import main
 
 # --imatrix → the recipe fields it sets (GGUF schemes): the importance matrix on or off, images kept or stripped.
 IMATRIX_CHOICES = {"images": {"scheme.imatrix": True, "calibration.text_only": False},

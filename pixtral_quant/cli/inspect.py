@@ -6,7 +6,8 @@ import json
 
 import click
 
-from . import main
+from ..memory.units import GIB, MIB
+from .group import main
 
 COMPONENT_LABELS = {"vision_tower": "vision tower", "projector": "projector", "embeddings": "embeddings",
                     "decoder_linears": "decoder linears", "norms": "norms", "lm_head": "lm_head",
@@ -73,4 +74,4 @@ def _billions(n: int) -> str:
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 4 else f"{n / MIB:.1f} MiB"

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from . import main
+from .group import main
 
 LABELS = {"decoder_linears": "decoder Linears", "lm_head": "lm_head", "embeddings": "embeddings",
           "vision_tower": "vision tower", "projector": "projector", "norms": "norms"}

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from . import main
+from ..memory.units import GIB
+from .group import main
 
 
 @main.command("synth")
@@ -38,12 +39,12 @@ def synth_cmd(config_src, out, layers, fmt, outliers, seed, shard_gb, device, as
 
     result = synthesize(config_src, out, layers=layers, fmt=fmt, seed=seed,
                         outliers=Outliers(outliers) if outliers else None,
-                        max_shard_bytes=int(shard_gb * 2**30), device=device)
+                        max_shard_bytes=int(shard_gb * GIB), device=device)
     summary = {"out": str(result.out), "format": result.format, "files": result.files, "layers": result.layers,
                "params": result.params, "tensor_bytes": result.tensor_bytes, "seconds": round(result.seconds, 2)}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        click.echo(f"wrote {result.params / 1e9:.3f} B parameters ({result.tensor_bytes / 2**30:.2f} GiB, "
+        click.echo(f"wrote {result.params / 1e9:.3f} B parameters ({result.tensor_bytes / GIB:.2f} GiB, "
                    f"{result.layers} decoder layers) in {len(result.files)} file(s) to {result.out} "
                    f"in {result.seconds:.1f} s")

@@ -7,7 +7,7 @@ import dataclasses
 
 import click
 
-from . import main
+from .group import main
 
 
 @main.command("validate")

@@ -2,8 +2,11 @@
 combination tried (one change per group), the lowest total cost that fits wins (then fewer changes, then the
 lower peak). Costs rank quality and speed impact: placements cost latency only, quantizing more costs accuracy.
 
-`supported` says whether convert can write the change today (plan.OPTIONAL_SUPPORT for optional targets;
-placements are applied at load time by pixtral_quant.memory.placement).
+`supported` says whether convert can write the change today (the scheme's optional_targets, config._SchemeFacts;
+placements are applied at load time by pixtral_quant.memory.placement). The "decoder INT4" change swaps the
+scheme for its `four_bit` sibling; an optional target can only take the scheme's own `precision` (one checkpoint
+has one quantization_config: GPTQ `bits`, bitsandbytes load_in_8bit vs load_in_4bit; transformers has no
+per-module override, GPTQModel's and vLLM's `dynamic` do).
 """
 
 from __future__ import annotations
@@ -14,14 +17,7 @@ from dataclasses import dataclass, field, replace
 from .budget import MemoryPlan, plan_memory
 from .settings import Placement, Workload
 
-# A GPTQ/RTN/bnb scheme → the 4-bit scheme of the same family (the "decoder INT4" change).
-FOUR_BIT = {"gptq-int8": "gptq-int4", "rtn-int8": "rtn-int4", "bnb-int8": "bnb-nf4"}
 PRECISION_RANK = {None: 16, "int8": 8, "int4": 4}
-# The precision of each scheme's decoder Linears. One checkpoint has one quantization_config, so an optional
-# target can only take the decoder's precision (GPTQ `bits`, bitsandbytes load_in_8bit vs load_in_4bit):
-# transformers has no per-module override (GPTQModel's and vLLM's `dynamic` do, transformers does not).
-SCHEME_PRECISION = {"gptq-int4": "int4", "rtn-int4": "int4", "bnb-nf4": "int4",
-                    "gptq-int8": "int8", "rtn-int8": "int8", "bnb-int8": "int8"}
 
 
 @dataclass(frozen=True)
@@ -70,10 +66,10 @@ class Proposal:
 def applicable(change: Change, recipe, placement: Placement) -> bool:
     """False when the change would not change anything (already placed so, or already as small)."""
     if change.four_bit:
-        return recipe.scheme.name in FOUR_BIT
+        return recipe.scheme.four_bit is not None
     if any(getattr(placement, k) == v for k, v in change.placement.items()):
         return False
-    if any(v != SCHEME_PRECISION.get(recipe.scheme.name) for v in change.targets.values()):
+    if any(v != recipe.scheme.precision for v in change.targets.values()):
         return False  # not expressible in the checkpoint's single quantization_config
     return all(PRECISION_RANK[getattr(recipe.targets, k)] > PRECISION_RANK[v] for k, v in change.targets.items())
 
@@ -88,16 +84,14 @@ def apply(changes, recipe, placement: Placement):
             recipe = replace(recipe, targets=replace(recipe.targets, **c.targets))
         if c.four_bit:
             int4 = {k: "int4" for k in ("lm_head", "vision_tower", "projector") if getattr(recipe.targets, k)}
-            recipe = replace(recipe, scheme=SCHEME_CONFIGS[FOUR_BIT[recipe.scheme.name]](),
+            recipe = replace(recipe, scheme=SCHEME_CONFIGS[recipe.scheme.four_bit](),
                              targets=replace(recipe.targets, **int4))
     return recipe, placement
 
 
 def supported(change: Change, recipe) -> bool:
     """Whether convert writes the change today (and transformers loads it back)."""
-    from ..plan import OPTIONAL_SUPPORT
-
-    can = OPTIONAL_SUPPORT.get(recipe.scheme.name, {})
+    can = recipe.scheme.optional_targets
     return all(can.get(k) == v for k, v in change.targets.items())
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..loading.names import runtime_to_checkpoint
+from ..loading.names import LAYERS, runtime_to_checkpoint
 from .inventory import Item, by_component
 from .storage import DTYPE_BYTES
 
 ST_CODES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "int32": "I32", "int8": "I8", "uint8": "U8",
             "int64": "I64", "bool": "BOOL"}
-LAYERS = "model.language_model.layers."
 
 
 @dataclass(frozen=True)

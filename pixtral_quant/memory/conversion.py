@@ -9,7 +9,7 @@ Terms (bytes), following convert.py / capture.py / schemes:
               streamed from the journal one tensor at a time, so max_shard_gb does not count;
 - layer:      one decoder layer as stored;
 - transient:  the quantizer's temporaries on the largest decoder Linear (RTN: float32 weight, int32 codes, the
-              int64 packing buffers ≈ TRANSIENT_BYTES_PER_PARAM['rtn'] bytes per parameter, on at most
+              int64 packing buffers ≈ the scheme's transient_bytes_per_param (config.py) per parameter, on at most
               schemes.rtn.ROW_BLOCK output rows at a time);
 - outside_transient: the same on the largest planned non-decoder Linear a data-free scheme quantizes while the
               outside tensors are held (the lm_head of the int4/int8 recipes: 131072 × 5120 on Pixtral-12B). It was
@@ -21,7 +21,7 @@ Terms (bytes), following convert.py / capture.py / schemes:
               hidden, at most activation_budget_gib; the rest spills to disk), the layer in float32 on the CPU
               and one Hessian [in, in] float32 per Linear being solved;
 - head:       GPTQ on the lm_head (targets.lm_head), after the last layer, with the activations still held: the
-              source weight, and the solver's float32 copies (TRANSIENT_BYTES_PER_PARAM['gptq'] + the block's
+              source weight, and the solver's float32 copies (the GPTQ scheme's transient_bytes_per_param + the block's
               float32 Linear) of capture.HEAD_ROW_BLOCK rows at a time, and the finished blocks' tensors. Before the
               row blocks the whole 131072 x 5120 head was solved at once and the full-size run was killed at 22.8
               GiB on a 24 GiB host.
@@ -31,19 +31,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import CalibConfig
+from ..loading.names import LAYERS
 from .inventory import ModelShapes, inventory
 from .storage import DTYPE_BYTES
 from .units import GIB
 
 BASELINE_BYTES = int(0.76 * GIB)  # measured: torch + transformers' Pixtral modeling + the pipeline imported
 GPTQ_LIBRARY_BYTES = 470 * 2**20  # importing GPTQModel 7.6 (measured), after the baseline
-# Temporaries per parameter of the largest Linear while it is quantized (bytes): RTN holds the float32 weight,
-# int32 codes, their transpose and two int64 packing buffers at once; GPTQ the float32 working copy, the solver's
-# error and dequantized copies.
-TRANSIENT_BYTES_PER_PARAM = {"rtn": 24, "gptq": 16, "bnb": 8}
-FAMILY = {"rtn-int4": "rtn", "rtn-int8": "rtn", "gptq-int4": "gptq", "gptq-int8": "gptq", "bnb-int8": "bnb",
-          "bnb-nf4": "bnb"}
-LAYERS = "model.language_model.layers."
+# The temporaries per parameter of the largest Linear are a fact of the scheme: config._SchemeFacts
+# (transient_bytes_per_param, with calibrated and row_blocked).
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,11 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
                 baseline: int = BASELINE_BYTES) -> RssTerms:
     """Predicted RSS terms of converting the model `shapes` describes with `recipe`. gpu: compute on a GPU (the
     shell, layer and Hessians then live there); calib_tokens: total calibration tokens (default: samples ×
-    max_tokens, the recipe's upper bound)."""
+    max_tokens, the recipe's upper bound). ValueError for a scheme without a measured transient (gptq-mixed,
+    gguf-*: config._SchemeFacts.transient_bytes_per_param is None)."""
+    scheme = recipe.scheme
+    if scheme.transient_bytes_per_param is None:
+        raise ValueError(f"no conversion RSS model for scheme {scheme.name}: its transients were never measured")
     src = DTYPE_BYTES[shapes.dtype]
     source = {lin.name: lin.in_features * lin.out_features * src for lin in shapes.linears}
     others = [it for it in shapes.others if it.stored]
@@ -101,17 +102,16 @@ def convert_rss(config, shapes: ModelShapes, recipe, *, gpu: bool = False, calib
     layer_lins = _decoder_linears(shapes)
     layer = sum(source[lin.name] for lin in layer_lins) + \
         sum(it.nbytes for it in others if it.name.startswith(f"{LAYERS}0."))
-    family = FAMILY[recipe.scheme.name]
-    largest = max(_transient_params(lin, family) for lin in layer_lins)
+    largest = max(_transient_params(lin, scheme) for lin in layer_lins)
     shard = 2 * sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith(f"{LAYERS}0."))
     terms = dict(baseline=baseline, outside=outside, shard=shard, layer=layer,
-                 transient=TRANSIENT_BYTES_PER_PARAM[family] * largest)
-    if family != "gptq":  # data-free: planned non-decoder Linears are quantized in the outside phase
+                 transient=scheme.transient_bytes_per_param * largest)
+    if not scheme.calibrated:  # data-free: planned non-decoder Linears are quantized in the outside phase
         planned = _planned_outside(config, recipe)
         outside_lins = [lin for lin in shapes.linears if lin.name in planned]
-        terms["outside_transient"] = TRANSIENT_BYTES_PER_PARAM[family] * max(
-            (_transient_params(lin, family) for lin in outside_lins), default=0)
-    if family == "gptq":
+        terms["outside_transient"] = scheme.transient_bytes_per_param * max(
+            (_transient_params(lin, scheme) for lin in outside_lins), default=0)
+    else:
         terms.update(_gptq_terms(config, shapes, recipe, gpu, calib_tokens, layer_lins, src))
         terms["head"] = _head_bytes(shapes, recipe, src, gpu)
     return RssTerms(**terms)
@@ -127,15 +127,15 @@ def _head_bytes(shapes: ModelShapes, recipe, src: int, gpu: bool) -> int:
         return 0
     rows = min(head.out_features, HEAD_ROW_BLOCK)
     stored = sum(it.nbytes for it in inventory(shapes, recipe) if it.stored and it.name.startswith("lm_head."))
-    solving = 0 if gpu else rows * (TRANSIENT_BYTES_PER_PARAM["gptq"] + 4)
+    solving = 0 if gpu else rows * (recipe.scheme.transient_bytes_per_param + 4)
     return head.in_features * (head.out_features * src + solving) + stored
 
 
-def _transient_params(lin, family: str) -> int:
-    """Parameters of `lin` the quantizer holds temporaries for at once (RTN: ROW_BLOCK rows at a time)."""
+def _transient_params(lin, scheme) -> int:
+    """Parameters of `lin` the quantizer holds temporaries for at once (row_blocked: ROW_BLOCK rows at a time)."""
     from ..schemes.rtn import ROW_BLOCK
 
-    rows = min(lin.out_features, ROW_BLOCK) if family == "rtn" else lin.out_features
+    rows = min(lin.out_features, ROW_BLOCK) if scheme.row_blocked else lin.out_features
     return rows * lin.in_features
 
 
@@ -158,14 +158,15 @@ def _gptq_terms(config, shapes, recipe, gpu: bool, calib_tokens, layer_lins, src
     """Shell, activation store, float32 layer and Hessians of the calibrated path."""
     compute = 2 if gpu else 4  # convert.compute_setup: bf16 on a GPU, float32 on the CPU
     calib = recipe.calibration
-    tokens = calib_tokens if calib_tokens is not None else (calib.num_samples or 0) * (calib.max_tokens or 4096)
+    per_sample = calib.max_tokens or CalibConfig().max_tokens  # no cap given: sized at the default cap
+    tokens = calib_tokens if calib_tokens is not None else (calib.num_samples or 0) * per_sample
     shell_params = sum(lin.in_features * lin.out_features for lin in shapes.linears
                        if lin.target in ("vision_tower", "projector")) + \
         sum(it.nbytes // src for it in shapes.others if it.stored and not it.name.startswith(LAYERS)
             and not it.name.startswith("lm_head"))
     acts = min(int(calib.activation_budget_gib * GIB), tokens * config.text_config.hidden_size * compute)
     layer_params = sum(lin.in_features * lin.out_features for lin in layer_lins)
-    hessians = _hessian_bytes(layer_lins, getattr(recipe.scheme, "true_sequential", True))
+    hessians = _hessian_bytes(layer_lins, recipe.scheme.true_sequential)
     return {"library": GPTQ_LIBRARY_BYTES, "shell": shell_params * (src if gpu else src + 4),
             "shell_resident": 0 if gpu else shell_params * compute, "activations": acts,
             "layer_compute": 0 if gpu else layer_params * 4, "hessians": 0 if gpu else hessians}

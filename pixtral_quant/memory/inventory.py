@@ -16,7 +16,8 @@ import torch
 from ..config import BF16
 from ..loading.arch import component_of, config_dtype, meta_model
 from ..plan import component_of as target_of
-from .storage import DTYPE_BYTES, Format, dense, format_for, linear_tensors
+from .storage import (DTYPE_BYTES, Format, dense, format_for, linear_tensors, setting_bytes, setting_fits,
+                      setting_format)
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,13 @@ def _component(name: str) -> str:
 
 
 def linear_format(lin: LinearShape, recipe, dtype: str) -> Format:
-    """The format the recipe gives one Linear (gptq-mixed: the one its allocation chose)."""
-    allocation = getattr(recipe.scheme, "allocation", None)
-    if allocation is not None:
-        from ..mixed.budget import setting_format
-
+    """The format the recipe gives one Linear (a scheme that allocates, gptq-mixed: the one its allocation
+    chose)."""
+    if recipe.scheme.allocates:
+        allocation = recipe.scheme.allocation
+        if allocation is None:
+            return _smallest_candidate(lin, recipe, dtype)
         return setting_format(allocation.get(lin.name, BF16), dtype)
-    if hasattr(recipe.scheme, "allocation"):
-        return _smallest_candidate(lin, recipe, dtype)
     wanted = recipe.targets.decoder if lin.target == "decoder" else getattr(recipe.targets, lin.target)
     if not wanted:
         return dense(dtype)
@@ -104,8 +104,6 @@ def linear_format(lin: LinearShape, recipe, dtype: str) -> Format:
 def _smallest_candidate(lin: LinearShape, recipe, dtype: str) -> Format:
     """gptq-mixed before convert chose: a planned Linear at its smallest candidate (the floor the allocation
     starts from; convert fills the budget above it), the others as the targets say (bf16)."""
-    from ..mixed.budget import setting_bytes, setting_fits, setting_format
-
     targeted = recipe.targets.decoder if lin.target == "decoder" else getattr(recipe.targets, lin.target) == "auto"
     if not targeted:
         return dense(dtype)

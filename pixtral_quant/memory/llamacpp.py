@@ -49,7 +49,7 @@ def vision_compute_bytes(config, patches: int) -> int:
 
 def tokens_needed(config, workload: Workload) -> dict:
     """Image patches and tokens, prompt and context of the workload (llama.cpp's grid equals mistral-common's for
-    sides that are multiples of 16: shared/notes/gguf.md)."""
+    sides that are multiples of 16: docs/notes-gguf.md)."""
     img = image_tokens(config.vision_config, workload.image_width, workload.image_height)
     prompt = workload.images * img.tokens + workload.text_tokens
     return {"patches": img.patches, "image_tokens": workload.images * img.tokens, "prompt": prompt,

@@ -91,12 +91,12 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
     fits_as_is = plan.fits
     report = {"model": ckpt.source, "recipe": recipe.name, "scheme": recipe.scheme.name,
               "targets": asdict(recipe.targets), **plan_dict(plan),
-              "checkpoint": checkpoint_dict(estimate(inventory(shapes, recipe), int(recipe.max_shard_gb * 1e9)),
+              "checkpoint": checkpoint_dict(estimate(inventory(shapes, recipe), recipe.max_shard_bytes),
                                             recipe),
               "proposal": None if fits_as_is else proposal_dict(propose(*args)),
               "proposal_supported_today": None if fits_as_is else proposal_dict(propose(*args, only_supported=True)),
               "max_context": max_context(*args)}
-    if getattr(recipe.scheme, "allocation", False) is None:
+    if recipe.scheme.allocates and recipe.scheme.allocation is None:
         report["notes"] = [f"{recipe.scheme.name}: sized at its smallest allocation (every quantized Linear at its "
                            "smallest candidate); convert fills the budget above it. Plan the converted folder "
                            "(--recipe OUT) for the allocation it chose."]

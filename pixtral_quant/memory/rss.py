@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .measure import measure
+from .units import GIB
 
 FLAT = 0.10  # the peaks at two depths may differ by at most 10 %
 SMALL_SHARD_GB = 0.05
@@ -193,7 +194,7 @@ def extrapolate_12b(baseline: int) -> list[dict]:
 
 
 def render_extrapolation(rows: list[dict]) -> list[str]:
-    gib = 2**30
+    gib = GIB
     lines = ["## Pixtral-12B conversion (extrapolated from the term model, not measured)", "",
              "Terms in GiB; the peak is baseline + library + the largest phase (memory.conversion.RssTerms), not "
              "the sum of the terms.", "",

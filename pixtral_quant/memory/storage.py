@@ -1,6 +1,6 @@
 """Stored bytes of one Linear in each checkpoint format: pure arithmetic on (in_features, out_features).
 
-Formats (what convert writes, see schemes/ and /work/shared/notes/formats.md):
+Formats (what convert writes, see schemes/ and docs/notes-formats.md):
 - dense:    weight [out, in] in the model dtype (+ bias [out])
 - gptq:     GPTQ v1 — qweight int32 [in·bits/32, out], qzeros int32 [groups, out·bits/32], scales float16
             [groups, out], g_idx int32 [in] (+ bias float16 [out]); groups = in / group_size (1 for -1)
@@ -16,10 +16,13 @@ The same tensors are what a loaded model keeps on the device, so runtime bytes e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..config import parse_setting
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "int32": 4, "int8": 1, "uint8": 1, "int64": 8,
                "bool": 1}
@@ -159,30 +162,42 @@ def linear_bytes(fmt: Format, in_f: int, out_f: int, bias: bool = False) -> int:
     return sum(t.nbytes for t in linear_tensors(fmt, in_f, out_f, bias))
 
 
-# Scheme name → how its decoder Linears are stored (family) ...
-SCHEME_FAMILY = {"gptq-int4": "gptq", "gptq-int8": "gptq", "rtn-int4": "gptq", "rtn-int8": "gptq",
-                 "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
-# ... and (family, precision asked for an optional target) → format kind, bits. A GPTQ checkpoint has one
-# bit width for every quantized Linear (quantization_config.bits), so an int8 lm_head in an int4 GPTQ model
-# is only expressible with per-module overrides (GPTQModel's `dynamic`); it is sized here all the same.
-PRECISION_FORMATS: dict[tuple[str, str], tuple[str, int]] = {
-    ("gptq", "int4"): ("gptq", 4), ("gptq", "int8"): ("gptq", 8),
-    ("bnb-int8", "int8"): ("bnb-int8", 8), ("bnb-int8", "int4"): ("bnb-nf4", 4),
-    ("bnb-nf4", "int4"): ("bnb-nf4", 4), ("bnb-nf4", "int8"): ("bnb-int8", 8),
-}
+# Fields of a scheme config that say how its own format stores a Linear (a Format's defaults otherwise).
+FORMAT_FIELDS = ("blocksize", "double_quant", "compute_dtype")
 
 
 def format_for(scheme, precision: str | None = None, dtype: str = "bfloat16") -> Format:
-    """Format of a Linear quantized by `scheme` (a config.py scheme config). precision None: the scheme's own
-    (decoder Linears); 'int4' / 'int8': an optional target (lm_head, vision tower, projector)."""
-    family = SCHEME_FAMILY[scheme.name]
-    kind, bits = (family, getattr(scheme, "bits", 8 if family == "bnb-int8" else 4)) if precision is None \
-        else PRECISION_FORMATS[(family, precision)]
-    opts = {"blocksize": getattr(scheme, "blocksize", 64), "double_quant": getattr(scheme, "double_quant", True),
-            "compute_dtype": getattr(scheme, "compute_dtype", "bfloat16")} if kind == family else {}
-    return Format(kind, bits=bits, group_size=getattr(scheme, "group_size", 128), dtype=dtype, **opts)
+    """Format of a Linear quantized by `scheme` (a config.py scheme config, its facts storage / bits /
+    target_formats). precision None: the scheme's own (decoder Linears); 'int4' / 'int8': an optional target
+    (lm_head, vision tower, projector). ValueError for a scheme without one storage format (gptq-mixed: per
+    Linear, memory/inventory.py; GGUF: memory/llamacpp.py)."""
+    if scheme.storage is None:
+        raise ValueError(f"scheme {scheme.name} has no single storage format")
+    kind, bits = (scheme.storage, scheme.bits) if precision is None else scheme.target_formats[precision]
+    opts = {f.name: getattr(scheme, f.name) for f in dataclasses.fields(scheme)
+            if f.name == "group_size" or kind == scheme.storage and f.name in FORMAT_FIELDS}
+    return Format(kind, bits=bits, dtype=dtype, **opts)
 
 
 def dense(dtype: str = "bfloat16") -> Format:
     """A Linear kept in `dtype`."""
     return Format("dense", dtype=dtype)
+
+
+def setting_format(label: str, dtype: str) -> Format:
+    """The storage Format of a gptq-mixed setting label (config.parse_setting: 'int4-g128' → ct-pack int4 g128;
+    'bf16': dense)."""
+    setting = parse_setting(label)
+    return dense(dtype) if setting is None else Format("ct-pack", bits=setting[0], group_size=setting[1], dtype=dtype)
+
+
+def setting_fits(label: str, in_features: int) -> bool:
+    """Whether a Linear of `in_features` inputs can take the setting (its group size divides them; -1 and bf16
+    always can)."""
+    setting = parse_setting(label)
+    return setting is None or setting[1] == -1 or in_features % setting[1] == 0
+
+
+def setting_bytes(label: str, lin, dtype: str) -> int:
+    """Stored bytes of Linear `lin` (memory.inventory.LinearShape) at a setting."""
+    return linear_bytes(setting_format(label, dtype), lin.in_features, lin.out_features, lin.bias)

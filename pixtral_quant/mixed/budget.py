@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ..config import parse_setting
 from ..errors import UsageError
 from ..memory.inventory import ModelShapes, inventory
-from ..memory.storage import Format, dense, linear_bytes
 from ..memory.units import fmt_bytes, parse_size
 
 
@@ -34,24 +32,6 @@ def with_allocation(recipe, allocation: dict[str, str]):
     return replace(recipe, scheme=replace(recipe.scheme, allocation=dict(sorted(allocation.items()))))
 
 
-def setting_format(label: str, dtype: str):
-    """The storage Format of a setting label ('bf16': dense)."""
-    setting = parse_setting(label)
-    return dense(dtype) if setting is None else Format("ct-pack", bits=setting[0], group_size=setting[1], dtype=dtype)
-
-
-def setting_fits(label: str, in_features: int) -> bool:
-    """Whether a Linear of `in_features` inputs can take the setting (its group size divides them; -1 and bf16
-    always can)."""
-    setting = parse_setting(label)
-    return setting is None or setting[1] == -1 or in_features % setting[1] == 0
-
-
-def setting_bytes(label: str, lin, dtype: str) -> int:
-    """Stored bytes of Linear `lin` (memory.inventory.LinearShape) at a setting."""
-    return linear_bytes(setting_format(label, dtype), lin.in_features, lin.out_features, lin.bias)
-
-
 def budget_for(config, shapes: ModelShapes, recipe) -> Budget:
     """The scheme's budget (max_size or fit; UsageError for neither or both)."""
     scheme = recipe.scheme
@@ -69,7 +49,7 @@ def budget_for(config, shapes: ModelShapes, recipe) -> Budget:
 def _disk_bytes(shapes: ModelShapes, recipe) -> int:
     from ..memory.checkpoint import estimate
 
-    return estimate(inventory(shapes, recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
+    return estimate(inventory(shapes, recipe), recipe.max_shard_bytes).total_bytes
 
 
 def _fit_budget(config, shapes: ModelShapes, recipe) -> Budget:

@@ -42,7 +42,7 @@ def fused_groups(names: list[str]) -> list[tuple[str, ...]]:
 
 def candidates_for(plan, shapes, scheme) -> Candidates:
     """Each item's candidates: the scheme's settings whose group size divides the in_features of its Linears."""
-    from .budget import setting_bytes, setting_fits
+    from ..memory.storage import setting_bytes, setting_fits
 
     by_name = {lin.name: lin for lin in shapes.linears}
     groups, labels, sizes = [], [], []

@@ -15,7 +15,9 @@ tests/test_convert.py turns red the day one loads it). What each reader needs, c
 
 from __future__ import annotations
 
-BLOCK = "model.language_model.layers"  # transformers 5 runtime name of the decoder block list
+from ..loading.names import LAYERS
+
+BLOCK = LAYERS.rstrip(".")  # transformers 5 runtime name of the decoder block list
 LM_HEAD = "lm_head"
 
 

@@ -1,9 +1,12 @@
 """The scheme registry: scheme config class → handler class. A handler turns one Linear's weight into the tensors
 its checkpoint format stores and writes the format's `quantization_config`; or (GGUF) names the exporter that
 writes the whole output.
+What the rest of the toolkit knows about a scheme (storage format, precision, optional targets, 4-bit sibling,
+whether it allocates, transients ...) is not here but on its config: config._SchemeFacts.
 
 Handler interface (duck-typed, see rtn.py / gptq.py / bnb.py / gguf.py):
-    name, extra (pip extra or None), needs_calibration, group_size (or None), exporter ('checkpoint' | 'gguf')
+    name, extra (pip extra or None), needs_calibration, group_size (or None),
+    exporter ('checkpoint' | 'mixed' | 'gguf')
     require() -> None                          MissingDependencyError naming the extra
     quantize(name, weight, bias) -> dict       data-free schemes: tensor suffix → tensor
     solver(linear) -> Solver                   calibrated schemes: add_batch(x) then finish() -> (dict, loss)

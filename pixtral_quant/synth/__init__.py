@@ -28,7 +28,6 @@ from .writer import Spec, plan_shards, write_file
 
 __all__ = ["Outliers", "SynthResult", "synthesize"]
 
-LAYERS = names.LAYERS
 # Runtime name → on-disk name per format (native q/k rows are random either way: no permutation needed).
 DISK_NAMES = {"hf": names.runtime_to_checkpoint,
               "native": lambda n: names.hf_to_native_name(names.runtime_to_checkpoint(n))[0]}
@@ -69,8 +68,8 @@ def ordered_specs(config, dtype: str, fmt: str) -> list[tuple[str, Spec]]:
     """(runtime name, on-disk Spec) of every tensor: non-decoder tensors, then layer by layer (as real
     checkpoints are laid out, so reading one layer touches one region)."""
     def key(name: str):
-        if name.startswith(LAYERS):
-            return 1, int(name[len(LAYERS):].split(".", 1)[0]), name
+        if name.startswith(names.LAYERS):
+            return 1, int(name[len(names.LAYERS):].split(".", 1)[0]), name
         return 0, 0, name
 
     shapes = expected_shapes(config)

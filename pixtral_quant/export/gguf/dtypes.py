@@ -1,7 +1,7 @@
 """GGUF output types and which type each tensor gets, as llama.cpp's converter decides it.
 
 Rules (llama.cpp conversion/base.py ModelBase.prepare_tensors and MmprojModel.tensor_force_quant, checked at
-commit 0c1e57098 through the notes in shared/notes/gguf.md), in order:
+commit 0c1e57098 through the notes in docs/notes-gguf.md), in order:
 1. 1-D tensors (norms, biases, `v.token_embd.img_break`) and `*_norm.weight` stay F32;
 2. `v.patch_embd.weight` (the 4-D patch convolution) is F16 in an F16 file and F32 otherwise;
 3. a block type whose block does not divide a row (Q8_0: 32) falls back to F16, as the converter's QuantError does;

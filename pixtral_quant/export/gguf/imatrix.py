@@ -1,6 +1,6 @@
 """Importance matrices for llama.cpp's quantizer: accumulation, the GGUF imatrix file, and the quantize payload.
 
-What llama-imatrix computes (tools/imatrix/imatrix.cpp, commit 0c1e57098 via shared/notes/gguf.md), for each
+What llama-imatrix computes (tools/imatrix/imatrix.cpp, commit 0c1e57098 via docs/notes-gguf.md), for each
 weight whose matmul input is x [tokens, in]: in_sum2[j] = Σ_tokens x[:, j]², counts = tokens seen. Its file is a
 GGUF with `general.type = imatrix`, `imatrix.datasets` (strings), `imatrix.chunk_count`, `imatrix.chunk_size`
 (uint32) and, per weight `<name>` (the GGUF tensor name, e.g. `blk.0.attn_q.weight`), two F32 tensors:

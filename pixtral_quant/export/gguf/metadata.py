@@ -4,7 +4,7 @@ Each function takes the config (or the tokenizer file) and returns {key: gguf GG
 through the `gguf` package's own GGUFWriter setters on a writer with no file, so key spellings and value types
 are the package's (what llama.cpp's converter writes with the same calls); nothing is opened or written.
 Which keys, and from which config field, follows llama.cpp's converter (conversion/base.py TextModel /
-MmprojModel.set_gguf_parameters, conversion/llama.py, conversion/llava.py; shared/notes/gguf.md):
+MmprojModel.set_gguf_parameters, conversion/llama.py, conversion/llava.py; docs/notes-gguf.md):
 - text: head_dim is written as key/value length and RoPE dimension (Pixtral-12B: 128 ≠ 5120 / 32);
 - mmproj: projector type `pixtral`, the image mean/std mistral-common normalises with (as export/processor.py);
 - tokenizer: gguf.vocab.MistralVocab for tekken.json and SentencePiece tokenizer.model.v*, pre-tokenizer `tekken`
