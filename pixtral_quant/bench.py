@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .memory.measure import peak_rss
+from .diagnostics.measure import peak_rss
 from .memory.placement import place
 from .memory.runtime import image_tokens
 from .memory.settings import Placement, Workload

@@ -39,12 +39,15 @@ class _SchemeFacts:
     target_formats: {precision: (format kind, bits)} an optional target is sized in (memory/storage.format_for:
         any combination, even the ones convert refuses);
     four_bit: the name of the 4-bit scheme of the same family (memory/changes.py's "decoder INT4" change);
+    data_free: the scheme of the same bits and layout that needs no calibration (a GPTQ recipe's RTN twin, for
+        memory and load measurements whose numbers do not depend on the solver: scripts/gpu_check.py,
+        scripts/full_size_cpu.py); None: the scheme itself;
     allocates: picks a setting per Linear (gptq-mixed: scheme.allocation, memory/inventory.py);
     calibrated: GPTQ-solved from calibration activations in convert's layer loop (GGUF's optional importance
         matrix is its handler's needs_calibration);
-    row_blocked: quantizes schemes.rtn.ROW_BLOCK output rows at a time (memory/conversion.py);
+    row_blocked: quantizes schemes.rtn.ROW_BLOCK output rows at a time (diagnostics/conversion.py);
     transient_bytes_per_param: the quantizer's temporaries per parameter of the largest Linear (bytes;
-        memory/conversion.py): RTN holds the float32 weight, int32 codes, their transpose and two int64 packing
+        diagnostics/conversion.py): RTN holds the float32 weight, int32 codes, their transpose and two int64 packing
         buffers at once; GPTQ the float32 working copy, the solver's error and dequantized copies; None: never
         measured (gptq-mixed keeps a solution per candidate; GGUF quantizes in llama.cpp's process)."""
 
@@ -55,6 +58,7 @@ class _SchemeFacts:
     decoder_reason: ClassVar[str] = "decoder Linear"
     target_formats: ClassVar[dict[str, tuple[str, int]]] = {}
     four_bit: ClassVar[str | None] = None
+    data_free: ClassVar[str | None] = None
     allocates: ClassVar[bool] = False
     calibrated: ClassVar[bool] = False
     row_blocked: ClassVar[bool] = False
@@ -98,6 +102,7 @@ class GptqInt4(_GptqFields):
     The vision tower / projector would need a second precision: not expressible."""
 
     name: ClassVar[str] = "gptq-int4"
+    data_free: ClassVar[str] = "rtn-int4"
     precision: ClassVar[str] = "int4"
     optional_targets: ClassVar[dict] = {"lm_head": "int4"}
 
@@ -107,6 +112,7 @@ class GptqInt8(_GptqFields):
     """W8A16 GPTQ; group_size -1 = per output channel."""
 
     name: ClassVar[str] = "gptq-int8"
+    data_free: ClassVar[str] = "rtn-int8"
     bits: int = 8
     precision: ClassVar[str] = "int8"
     optional_targets: ClassVar[dict] = {"lm_head": "int8"}

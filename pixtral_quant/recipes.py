@@ -63,3 +63,13 @@ def _manifest_recipe(path: Path) -> Recipe:
         raise InputError(f"no recipe in this manifest ({exc})", where=path,
                          fix="pass a converted folder whose manifest.json convert wrote, or a recipe .yaml") from None
     return recipe_from_dict(raw, where=f"{path}: recipe")
+
+
+def data_free_recipe(spec: str | Path) -> Recipe:
+    """The recipe `spec` with its scheme swapped for its data-free twin of the same bits (config
+    `_SchemeFacts.data_free`: gptq-int4 → rtn-int4), targets kept; a data-free scheme's recipe as it is."""
+    from .config import with_overrides
+
+    recipe = load_recipe(spec)
+    twin = recipe.scheme.data_free
+    return with_overrides(recipe, {"scheme": twin}) if twin else recipe

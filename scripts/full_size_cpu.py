@@ -4,7 +4,7 @@ every figure next to what `plan` and the conversion-RSS model predicted (issue 1
 reports/full-size-cpu.json and .md; the report is rewritten after every stage.
 
 Stages (each job in its own fresh process: scripts/full_size_jobs.py; peak RSS = the larger of the job's own
-VmHWM and the sampled RSS of its whole process tree, pixtral_quant.memory.tree):
+VmHWM and the sampled RSS of its whole process tree, pixtral_quant.diagnostics.tree):
   synth  12B at full size in the native format (the project's loader: tensor count, names, sampled tensors),
          deleted, then in HF format with outlier columns: the same names and the sampled tensors bit-equal
   int4   convert rtn-int4 with the pixtral-12b-int4 targets (INT4 lm_head): seconds, peak RSS, bytes vs the plan
@@ -46,13 +46,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(SCRIPTS)]
+sys.path.insert(0, str(ROOT))  # the package of this checkout (scripts import the package, never each other)
 
-from gpu_check import rtn_recipe  # noqa: E402
+from pixtral_quant.recipes import data_free_recipe  # noqa: E402
 
-from pixtral_quant.memory.measure import MARK  # noqa: E402
+from pixtral_quant.diagnostics.measure import MARK  # noqa: E402
 from pixtral_quant.memory.settings import Workload  # noqa: E402
-from pixtral_quant.memory.tree import run_sampled  # noqa: E402
+from pixtral_quant.diagnostics.tree import run_sampled  # noqa: E402
 
 from pixtral_quant.memory.units import GIB  # noqa: E402
 
@@ -98,9 +98,9 @@ def recipes(mode: Mode) -> dict:
 
     gptq = with_overrides(load_recipe(mode.int4), {"calibration.num_samples": mode.gptq_samples,
                                                    "calibration.set": mode.calibration})
-    return {"int4": rtn_recipe(mode.int4), "int8": rtn_recipe(mode.int8),
+    return {"int4": data_free_recipe(mode.int4), "int8": data_free_recipe(mode.int8),
             "nf4": Recipe(scheme=SCHEME_CONFIGS["bnb-nf4"](), name="bnb-nf4"), "gptq": gptq,
-            "large": rtn_recipe(mode.large_recipe)}
+            "large": data_free_recipe(mode.large_recipe)}
 
 
 def config_of(model: str, layers: int | None = None):
@@ -133,7 +133,7 @@ def checkpoint_bytes(model: str, recipe, layers: int | None = None) -> int:
 
 def rss_terms(model_dir, recipe, baseline: int, calib_tokens: int | None = None, layers: int | None = None):
     """conversion.convert_rss for a model directory or config (CPU host, the measured baseline)."""
-    from pixtral_quant.memory.conversion import convert_rss
+    from pixtral_quant.diagnostics.conversion import convert_rss
     from pixtral_quant.memory.inventory import model_shapes
 
     config = config_of(model_dir, layers)
@@ -570,7 +570,7 @@ STAGE_FUNCTIONS = {"synth": synth_stage, "int4": lambda run: scheme_stage(run, "
 # --- the report ------------------------------------------------------------------------------------------------
 
 def write_reports(report: dict, out: Path) -> None:
-    from full_size_report import checks, render
+    from pixtral_quant.diagnostics.full_size_report import checks, render
 
     report["checks"] = [{"check": what, "passed": ok} for what, ok in checks(report)]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pixtral_quant.memory.measure import MARK, peak_rss  # noqa: E402
+from pixtral_quant.diagnostics.measure import MARK, peak_rss  # noqa: E402
 
 
 def current_rss() -> int:
@@ -238,7 +238,7 @@ def generate_job(job: dict) -> dict:
 
 def _imports() -> None:
     """What every job imports before its work (the baseline): the pipeline and transformers' Pixtral code."""
-    from pixtral_quant.memory.measure import import_pipeline
+    from pixtral_quant.diagnostics.measure import import_pipeline
 
     import_pipeline()
 

@@ -38,8 +38,8 @@ import torch  # noqa: E402
 
 from pixtral_quant.memory.settings import SHIPPED_TARGETS, Placement, Workload  # noqa: E402
 from pixtral_quant.memory.units import GIB  # noqa: E402
+from pixtral_quant.recipes import data_free_recipe  # noqa: E402
 
-RTN_OF = {"gptq-int4": "rtn-int4", "gptq-int8": "rtn-int8"}
 TINY_WORKLOAD = Workload(image_width=64, image_height=64, text_tokens=16, new_tokens=3)
 
 
@@ -138,15 +138,6 @@ def synth_stage(run: Run, name: str, config: str, layers: int | None) -> dict:
             "files": len(result.files), "synth_seconds": round(result.seconds, 1)}
 
 
-def rtn_recipe(name: str):
-    """The shipped recipe with its scheme swapped for the RTN one of the same bits (targets kept)."""
-    from pixtral_quant.config import with_overrides
-    from pixtral_quant.recipes import load_recipe
-
-    recipe = load_recipe(name)
-    return with_overrides(recipe, {"scheme": RTN_OF.get(recipe.scheme.name, recipe.scheme.name)})
-
-
 def predicted(model_dir: Path, recipe, workload: Workload, placement: Placement, gpu_memory: str) -> dict:
     """The plan's numbers for the same recipe, workload and placement."""
     from pixtral_quant.memory import memory_report
@@ -162,7 +153,7 @@ def predicted(model_dir: Path, recipe, workload: Workload, placement: Placement,
 def convert_stage(run: Run, recipe_name: str, model: str) -> dict:
     from pixtral_quant.convert import convert
 
-    recipe = rtn_recipe(recipe_name)
+    recipe = data_free_recipe(recipe_name)
     out = run.work / f"{recipe_name}-rtn"
     result = convert(run.models[model], recipe, out, overwrite=True)
     run.models[recipe_name] = out
@@ -196,7 +187,7 @@ def generate_stage(run: Run, recipe_name: str) -> dict:
         place(model, Placement(**{k: getattr(placement, k) for k in ("embeddings", "vision", "lm_head")
                                   if getattr(placement, k) != getattr(applied, k)}), dev)
         applied = placement
-        pred = predicted(path, rtn_recipe(recipe_name), workload, placement, target.gpu_memory)
+        pred = predicted(path, data_free_recipe(recipe_name), workload, placement, target.gpu_memory)
         measured = measure_generation(model, image_ids(path), dev, torch.bfloat16, workload)
         out["runs"].append({"placement": asdict(placement), "predicted": pred, "measured": measured,
                             **measured_vs_predicted(measured, pred, pred["limit_bytes"])})
@@ -284,7 +275,7 @@ def large_stage(run: Run) -> dict:
     measured = measure_generation(model, image_ids(path), dev, torch.bfloat16, workload)
     del model
     _free(dev)
-    recipe = rtn_recipe(mode.large_recipe)
+    recipe = data_free_recipe(mode.large_recipe)
     small = memory_report(path, recipe, gpu_memory=target.gpu_memory, workload=asdict(workload))
     full = memory_report(mode.large, recipe, gpu_memory=target.gpu_memory, workload=asdict(workload))
     peak = measured["peak_gpu_allocated"] or measured["peak_rss"]

@@ -2,10 +2,10 @@
 """Peak host RSS of `pixtral-quant convert` on synthetic models of one width at two depths (default 4 and 16
 decoder layers): bounded-memory conversion means the two peaks are within 10 % of each other.
 
-Each conversion runs in a fresh process (pixtral_quant.memory.measure: VmHWM, after-import baseline
+Each conversion runs in a fresh process (pixtral_quant.diagnostics.measure: VmHWM, after-import baseline
 reported apart). Runs: RTN INT4 with small shards (max_shard_gb below one layer's output), RTN INT4 with the
 default 5 GB shards (flat too: convert streams each tensor to disk), GPTQ INT4 with small shards. Then the 12B figure is extrapolated from the measured
-terms (pixtral_quant.memory.conversion) and written with the measurements to reports/rss-vs-depth.{md,json}.
+terms (pixtral_quant.diagnostics.conversion) and written with the measurements to reports/rss-vs-depth.{md,json}.
 
     python scripts/rss_vs_depth.py                        # about 10 minutes on 2 cores
     python scripts/rss_vs_depth.py --runs rtn-small --layers 2 8 --hidden 1024   # quick
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pixtral_quant.memory.rss import (  # noqa: E402
+from pixtral_quant.diagnostics.rss import (  # noqa: E402
     NOTES, RUNS, extrapolate_12b, measure_depths, render_extrapolation, render_markdown, repredict, synthetic_config)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from pixtral_quant.memory.checkpoint import estimate
-from pixtral_quant.memory.conversion import convert_rss
+from pixtral_quant.diagnostics.conversion import convert_rss
 from pixtral_quant.memory.inventory import inventory, model_shapes
 from pixtral_quant.memory.report import open_model
-from pixtral_quant.memory.tree import run_sampled
+from pixtral_quant.diagnostics.tree import run_sampled
 from pixtral_quant.memory.units import GIB
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -135,7 +135,7 @@ def test_rss_predictions_are_the_models(tiny_run):
         predicted = convert_rss(config, model_shapes(config), recipes[key], gpu=False,
                                 baseline=m["baseline_rss"]).peak
         assert c["rss"]["predicted"] == predicted and c["rss"]["measured"] == m["peak"]  # the wiring
-        # Independent of memory/conversion.py: the tensors outside the decoder, summed from the tiny model's own
+        # Independent of diagnostics/conversion.py: the tensors outside the decoder, summed from the tiny model's own
         # safetensors header (bf16, as synth writes them), are what the model holds outside the layer loop.
         assert c["rss_terms"]["outside"] == OUTSIDE_DECODER_BYTES, key
         # The rest the model does not itemize, measured 84-178 MiB here (AMD EPYC): allocator and import slack.

@@ -1,13 +1,13 @@
 """Bounded-memory conversion: peak RSS of convert (fresh processes) on synthetic models of one width at 2 and 8
 decoder layers stays within 10 %, while the model grows by far more than that; the term model of
-memory.conversion predicts the peak. The 4-vs-16-layer figures at full scale are in reports/rss-vs-depth.md."""
+diagnostics.conversion predicts the peak. The 4-vs-16-layer figures at full scale are in reports/rss-vs-depth.md."""
 
 from __future__ import annotations
 
 import pytest
 
-from pixtral_quant.memory.measure import measure
-from pixtral_quant.memory.rss import FLAT, RUNS, predicted_peak, synthetic_config
+from pixtral_quant.diagnostics.measure import measure
+from pixtral_quant.diagnostics.rss import FLAT, RUNS, predicted_peak, synthetic_config
 from pixtral_quant.synth import synthesize
 
 
@@ -54,7 +54,7 @@ def test_a_quantized_lm_head_counts_in_the_outside_phase():
     from dataclasses import replace
 
     from pixtral_quant.config import with_overrides
-    from pixtral_quant.memory.conversion import convert_rss
+    from pixtral_quant.diagnostics.conversion import convert_rss
     from pixtral_quant.memory.inventory import model_shapes
     from pixtral_quant.memory.report import open_model
     from pixtral_quant.recipes import load_recipe

@@ -213,7 +213,7 @@ def test_builtin_set_sizes():
 
 
 def test_gpu_check_and_rss_figures():
-    from pixtral_quant.memory import rss
+    from pixtral_quant.diagnostics import rss
 
     layers = re.search(r"Pixtral Large at (\d+) of (\d+) layers", README)
     assert open_model("pixtral-large").config.text_config.num_hidden_layers == int(layers.group(2))

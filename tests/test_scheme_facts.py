@@ -33,6 +33,11 @@ def test_facts_agree(cls):
         sibling = SCHEME_CONFIGS[cls.four_bit]
         assert sibling.precision == "int4" and sibling.calibrated == cls.calibrated
         assert sibling.target_formats == cls.target_formats
+    if cls.data_free is not None:  # the same bits, layout and targets, no calibration
+        twin = SCHEME_CONFIGS[cls.data_free]
+        assert cls.calibrated and not twin.calibrated and twin.data_free is None
+        assert (twin.storage, twin.bits, twin.precision, twin.optional_targets) == \
+            (cls.storage, cls.bits, cls.precision, cls.optional_targets)
 
 
 def test_the_four_bit_change_and_the_allocating_scheme():
@@ -41,3 +46,13 @@ def test_the_four_bit_change_and_the_allocating_scheme():
     assert {name: c.four_bit for name, c in SCHEME_CONFIGS.items() if c.four_bit} == {
         "gptq-int8": "gptq-int4", "rtn-int8": "rtn-int4", "bnb-int8": "bnb-nf4"}
     assert [name for name, c in SCHEME_CONFIGS.items() if c.allocates] == ["gptq-mixed"]
+
+
+def test_the_data_free_twin_of_a_shipped_recipe():
+    """recipes.data_free_recipe (scripts/gpu_check.py, scripts/full_size_cpu.py): GPTQ → RTN, targets kept."""
+    from pixtral_quant.recipes import data_free_recipe, load_recipe
+
+    gptq, rtn = load_recipe("pixtral-12b-int4"), data_free_recipe("pixtral-12b-int4")
+    assert (gptq.scheme.name, rtn.scheme.name) == ("gptq-int4", "rtn-int4") and rtn.targets == gptq.targets
+    assert data_free_recipe("tiny-rtn-int8") == load_recipe("tiny-rtn-int8")
+

@@ -107,7 +107,7 @@ def test_cli(tmp_path):
 
 
 def test_config_only_source_gets_the_real_tokenizer_under_its_usual_name(tmp_path):
-    from pixtral_quant.memory.rss import synthetic_config
+    from pixtral_quant.diagnostics.rss import synthetic_config
 
     config_dir = synthetic_config(tmp_path / "cfg", 256)
     synthesize(config_dir, tmp_path / "m", layers=1)

@@ -1,5 +1,6 @@
 """Memory: what a quantized Pixtral needs on disk, on the GPU and on the host, predicted from its config and a
-recipe (storage → inventory → checkpoint / budget → changes → report), and measured (measure).
+recipe (storage → inventory → checkpoint / budget → changes → report). What measures it (the conversion-RSS
+model, the RSS sampler, the process-tree sampler) is pixtral_quant/diagnostics/.
 
     from pixtral_quant.memory import memory_report
     memory_report("pixtral-12b", "pixtral-12b-int4")["fits"]

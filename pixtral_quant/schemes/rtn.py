@@ -8,7 +8,7 @@ import torch
 from . import intquant
 from .gptq_format import gptq_quantization_config
 
-# Output rows quantized at once. Why: RTN's temporaries are ~24 bytes per parameter (memory/conversion.py); on
+# Output rows quantized at once. Why: RTN's temporaries are ~24 bytes per parameter (diagnostics/conversion.py); on
 # Pixtral-12B's lm_head (131072 × 5120) all at once that is 16 GB, which took convert's peak RSS to 19.8 GiB
 # (reports/full-size-cpu.md). A multiple of 32 (intquant.concat_gptq_v1); rows are independent, so the result is
 # the same bit for bit.

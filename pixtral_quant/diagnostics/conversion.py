@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 from ..config import CalibConfig
 from ..loading.names import LAYERS
-from .inventory import ModelShapes, inventory
-from .storage import DTYPE_BYTES
-from .units import GIB
+from ..memory.inventory import ModelShapes, inventory
+from ..memory.storage import DTYPE_BYTES
+from ..memory.units import GIB
 
 BASELINE_BYTES = int(0.76 * GIB)  # measured: torch + transformers' Pixtral modeling + the pipeline imported
 GPTQ_LIBRARY_BYTES = 470 * 2**20  # importing GPTQModel 7.6 (measured), after the baseline

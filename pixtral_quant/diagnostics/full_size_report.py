@@ -3,7 +3,7 @@ stage, and the list of the issue's required checks with their verdicts (`checks`
 
 from __future__ import annotations
 
-GIB = 2**30
+from ..memory.units import GIB
 
 
 def _gib(n) -> str:
@@ -109,7 +109,7 @@ def _convert_row(label: str, c: dict, tiny: bool) -> str:
 
 
 CONVERT_HEAD = ["| conversion | scheme | time | bytes | plan bytes | byte-exact | peak RSS (tree) | predicted RSS "
-                "(memory.conversion) | measured / predicted | within 15 % | < 16 GiB |",
+                "(diagnostics.conversion) | measured / predicted | within 15 % | < 16 GiB |",
                 "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |"]
 
 

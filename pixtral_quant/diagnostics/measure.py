@@ -2,7 +2,7 @@
 process ever held at once, file-backed mmap pages included) and the peak GPU memory torch allocated when CUDA
 is there.
 
-    from pixtral_quant.memory.measure import measure
+    from pixtral_quant.diagnostics.measure import measure
     measure({"kind": "convert", "model": "/data/synth-16", "recipe": recipe.to_dict(), "out": "/tmp/o"})
 
 The child prints one JSON line: baseline_rss (after the imports, before the job), peak_rss, seconds, result.
@@ -101,7 +101,7 @@ def measure(job: dict, timeout: float | None = None, threads: int | None = None)
     env = dict(os.environ)
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-m", "pixtral_quant.memory.measure", json.dumps(job)],
+    proc = subprocess.run([sys.executable, "-m", "pixtral_quant.diagnostics.measure", json.dumps(job)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not lines:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .measure import measure
-from .units import GIB
+from ..memory.units import GIB
 
 FLAT = 0.10  # the peaks at two depths may differ by at most 10 %
 SMALL_SHARD_GB = 0.05
@@ -78,8 +78,8 @@ def predicted_peak(model_dir: Path, recipe_dict: dict, baseline: int, calib_toke
     from ..config import recipe_from_dict
     from ..synth import with_depth
     from .conversion import convert_rss
-    from .inventory import model_shapes
-    from .report import open_model
+    from ..memory.inventory import model_shapes
+    from ..memory.report import open_model
 
     config = with_depth(open_model(model_dir).config, layers)
     return convert_rss(config, model_shapes(config), recipe_from_dict(recipe_dict), gpu=False,
@@ -131,7 +131,7 @@ def render_markdown(report: dict) -> str:
              f"depths {report['depths'][0]} and {report['depths'][1]}. Each job ran in a fresh process; peak = "
              "its RSS high-water mark (all resident pages, mmapped files included), baseline = RSS after imports.",
              "",
-             "| run | layers | model (bf16) | peak RSS | predicted (memory.conversion) | baseline | peak − baseline "
+             "| run | layers | model (bf16) | peak RSS | predicted (diagnostics.conversion) | baseline | peak − baseline "
              "| time |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in report["runs"]:
@@ -181,8 +181,8 @@ def extrapolate_12b(baseline: int) -> list[dict]:
     from ..config import with_overrides
     from ..recipes import load_recipe
     from .conversion import convert_rss
-    from .inventory import model_shapes
-    from .report import open_model
+    from ..memory.inventory import model_shapes
+    from ..memory.report import open_model
 
     config = open_model("pixtral-12b").config
     shapes = model_shapes(config)
@@ -196,7 +196,7 @@ def extrapolate_12b(baseline: int) -> list[dict]:
 def render_extrapolation(rows: list[dict]) -> list[str]:
     gib = GIB
     lines = ["## Pixtral-12B conversion (extrapolated from the term model, not measured)", "",
-             "Terms in GiB; the peak is baseline + library + the largest phase (memory.conversion.RssTerms), not "
+             "Terms in GiB; the peak is baseline + library + the largest phase (diagnostics.conversion.RssTerms), not "
              "the sum of the terms.", "",
              "| conversion | baseline | library | outside | outside transient | shard | layer | transient | shell "
              "load | shell resident | activations | layer f32 | Hessians | lm_head GPTQ | predicted peak |",
@@ -226,7 +226,7 @@ NOTES = """## Reading these numbers
   no mapping kept).
 - Peaks are the child's own high-water mark (VmHWM): `ru_maxrss` is carried over from the parent across
   fork + exec on Linux and would report the parent's peak.
-- **Predicted** = `pixtral_quant.memory.conversion.convert_rss` with the measured after-import baseline and the
+- **Predicted** = `pixtral_quant.diagnostics.conversion.convert_rss` with the measured after-import baseline and the
   calibration tokens the GPTQ runs recorded (the `shard` term is now the largest single output tensor): RTN
   within 3 % of the measured peaks, GPTQ 9–10 % under (its solver's temporaries are the least certain term).
 - **12B** figures are extrapolated with the same terms at Pixtral-12B's shapes, not measured (a 12B conversion

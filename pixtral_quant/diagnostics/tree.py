@@ -3,7 +3,7 @@ process and every descendant it starts (a worker pool, a compiler a library spaw
 process's exact high-water mark; this is the tree's, sampled (a spike shorter than the interval can be missed,
 so callers report the larger of the two).
 
-    from pixtral_quant.memory.tree import run_sampled
+    from pixtral_quant.diagnostics.tree import run_sampled
     result = run_sampled([sys.executable, "job.py"], timeout=3600)
     result.tree_peak_rss, result.returncode, result.stdout
 
