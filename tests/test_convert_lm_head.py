@@ -107,18 +107,13 @@ def test_the_lm_head_solved_in_row_blocks_is_the_same_gptq(tiny_model_dir, tmp_p
     """capture.calibrate_head with `rows` (the 12B lm_head's working copies do not fit a 24 GiB CPU host at
     once): one Hessian, adopted by every block, gives the tensors of the all-rows solve (10000: a last block of
     another size) and the same loss."""
-    from pixtral_quant import capture
+    from head_helpers import whole_and_blocks
     from pixtral_quant.config import GptqInt4
     from pixtral_quant.loading import open_checkpoint
     from pixtral_quant.schemes.gptq import GptqHandler
 
     ckpt, handler = open_checkpoint(tiny_model_dir), GptqHandler(GptqInt4())
-    store = capture.ActivationStore(2**30, tmp_path)
-    hidden = ckpt.config.text_config.hidden_size
-    for seed in range(3):
-        store.append(torch.randn(1, 40, hidden, generator=torch.Generator().manual_seed(seed)))
-    whole, whole_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32)
-    blocks, blocks_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32, rows=rows)
+    (whole, whole_loss), (blocks, blocks_loss) = whole_and_blocks(ckpt, handler.solver, tmp_path, rows)
     assert whole.keys() == blocks.keys() and whole["qweight"].shape[1] == ckpt.config.text_config.vocab_size
     for k in whole:
         assert torch.equal(whole[k], blocks[k]), k

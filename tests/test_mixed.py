@@ -197,18 +197,14 @@ def test_the_mixed_lm_head_solved_in_row_blocks_is_the_same(tiny_model_dir, tmp_
     """capture.calibrate_head with `rows` and MixedSolver (adopt / join): one Hessian adopted by every block gives
     every candidate's compressed tensors and per-row errors of the all-rows solve (10000: a last block of another
     size), and its losses up to the float sum over the blocks."""
-    from pixtral_quant import capture
+    from head_helpers import whole_and_blocks
     from pixtral_quant.loading import open_checkpoint
     from pixtral_quant.schemes.registry import handler_for
 
     ckpt = open_checkpoint(tiny_model_dir)
     handler = handler_for(_recipe(max_size="37.5MB", candidates=["int4-g128", "int8-g128"]).scheme)
-    store = capture.ActivationStore(2**30, tmp_path)
+    (whole, whole_loss), (blocks, blocks_loss) = whole_and_blocks(ckpt, handler.solver, tmp_path, rows)
     hidden = ckpt.config.text_config.hidden_size
-    for seed in range(3):
-        store.append(torch.randn(1, 40, hidden, generator=torch.Generator().manual_seed(seed)))
-    whole, whole_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32)
-    blocks, blocks_loss = capture.calibrate_head(ckpt, handler.solver, store, "cpu", torch.float32, rows=rows)
     assert list(whole) == list(blocks) and list(whole_loss) == list(blocks_loss) == ["int4-g128", "int8-g128"]
     assert whole["weight_shape@int4-g128"].tolist() == [ckpt.config.text_config.vocab_size, hidden]
     for k in whole:
