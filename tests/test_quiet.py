@@ -38,6 +38,16 @@ def noise(out: str, err: str) -> list[str]:
     return [m for m in MARKERS if m in out or m in err]
 
 
+def test_the_cli_imports_no_library_that_reads_its_settings_at_import():
+    """quiet.py's environment switches work only for libraries imported after it sets them: tqdm reads
+    TQDM_DISABLE when it is imported, so `pixtral_quant.cli` importing torch (which imports tqdm) at startup let
+    compressed-tensors' bars through under a quiet validate (CI, 2026-12-07: memory/__init__ imported torch)."""
+    code = "import sys; import pixtral_quant.cli; print(sorted({'torch', 'tqdm', 'transformers'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.fixture(scope="module")
 def rtn_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("quiet") / "rtn"
