@@ -94,6 +94,13 @@ def make_plan(config, recipe) -> Plan:
     return Plan(scheme, tuple(entries))
 
 
+def check_targets(recipe) -> None:
+    """Raise the UsageError build_plan raises for an optional target (lm_head, vision_tower, projector) that
+    the recipe's scheme cannot write; for callers that size a recipe without a model to plan (memory/report.py)."""
+    for component in ("lm_head", "vision_tower", "projector"):
+        _decide(component, recipe.targets, recipe.scheme)
+
+
 def _decide(component: str, targets, scheme) -> tuple[bool, str]:
     """(quantize?, why) for one Linear of `component` under `scheme` (a config.py scheme config)."""
     wanted = getattr(targets, component)

@@ -410,6 +410,9 @@ CASES = [
          2, "'1024' is not an image size"),
     Case("plan-model-does-not-exist", lambda tmp: ["plan", "--recipe", "pixtral-12b-int4", "--model",
                                                    str(tmp / "nope")], 2, "no such directory"),
+    Case("plan-target-the-scheme-cannot-write", lambda tmp: ["plan", "--recipe", str(text_file(
+        tmp, "r.yaml", "scheme: {name: gptq-int4}\ntargets: {decoder: true, lm_head: auto}\n")), "--model", "tiny"],
+         2, "cannot write the lm_head as auto"),
     Case("plan-does-not-fit", lambda tmp: ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "8GiB"], 1,
          "is over the 7.50 GiB"),
     # validate

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..plan import check_targets
 from .budget import MemoryPlan, plan_memory
 from .changes import Proposal, max_context, propose
 from .checkpoint import estimate
@@ -78,6 +79,7 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
     from ..recipes import load_recipe
 
     recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
+    check_targets(recipe)  # the error convert gives, not a KeyError from the storage formats
     ckpt = open_model(model or target_for(recipe.name).model)
     shapes = model_shapes(ckpt.config, weights_dtype(ckpt))
     target, card, res = resolve_target(recipe, gpu_memory, reserve, workload, placement)
