@@ -264,6 +264,9 @@ class Gguf(_SchemeFacts):
 
 
 GGUF_PREFIX = "gguf-"
+# Largest safetensors shard, in GB = 1e9 bytes as Hugging Face's max_shard_size "5GB": convert (Recipe.max_shard_gb)
+# and synth (--shard-gb, loading/write.py's default) both start a new shard before it.
+MAX_SHARD_GB = 5.0
 # Scheme families whose name carries a value: name prefix → (config class, the field the rest of the name sets).
 SCHEME_FAMILIES: dict[str, tuple[type, str]] = {GGUF_PREFIX: (Gguf, "type")}
 
@@ -387,7 +390,7 @@ class Recipe:
     targets: Targets = field(default_factory=Targets)
     calibration: CalibConfig = field(default_factory=CalibConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
-    max_shard_gb: float = 5.0
+    max_shard_gb: float = MAX_SHARD_GB
 
     @property
     def max_shard_bytes(self) -> int:

@@ -123,7 +123,7 @@ def checkpoint_estimate(model: str, recipe, layers: int | None = None):
     from pixtral_quant.memory.inventory import inventory, model_shapes
 
     shapes = model_shapes(config_of(model, layers), "bfloat16")
-    return estimate(inventory(shapes, recipe), int(recipe.max_shard_gb * 1e9))
+    return estimate(inventory(shapes, recipe), recipe.max_shard_bytes)
 
 
 def checkpoint_bytes(model: str, recipe, layers: int | None = None) -> int:

@@ -64,7 +64,7 @@ def plan_bytes(recipe, layers=None) -> int:
     from pixtral_quant.synth import with_depth
 
     config = with_depth(open_model("tiny").config, layers)
-    return estimate(inventory(model_shapes(config, "bfloat16"), recipe), int(recipe.max_shard_gb * 1e9)).total_bytes
+    return estimate(inventory(model_shapes(config, "bfloat16"), recipe), recipe.max_shard_bytes).total_bytes
 
 
 @pytest.mark.slow

@@ -185,7 +185,7 @@ def test_mixed_checkpoint_fits_the_budget_and_plan_predicts_it_byte_for_byte(mix
     assert manifest["budget"]["measured_bytes"] == files
     recipe = load_recipe(mixed_tiny)  # the manifest's recipe, allocation included
     shapes = model_shapes(open_checkpoint(tiny_model_dir).config)
-    assert estimate(inventory(shapes, recipe), int(recipe.max_shard_gb * 1e9)).total_bytes == files
+    assert estimate(inventory(shapes, recipe), recipe.max_shard_bytes).total_bytes == files
     settings = {v["setting"] for v in manifest["allocation"].values()}
     assert len(settings) >= 2  # a real mix at this budget
     for info in manifest["allocation"].values():  # vLLM's fused layers share one setting

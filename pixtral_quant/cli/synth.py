@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ..config import MAX_SHARD_GB
 from ..memory.units import GIB
 from .group import main
 
@@ -20,8 +21,8 @@ from .group import main
 @click.option("--outliers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Input columns per decoder Linear scaled 20-100x (stresses group-wise quantizers like real LLMs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every tensor (with its name).")
-@click.option("--shard-gb", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Largest shard in GiB.")
+@click.option("--shard-gb", type=click.FloatRange(min=0, min_open=True), default=MAX_SHARD_GB,
+              show_default=True, help="Largest shard in GB (1e9 bytes, as a recipe's max_shard_gb).")
 @click.option("--device", default="cpu", show_default=True, help="Where values are drawn (cuda is much faster).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def synth_cmd(config_src, out, layers, fmt, outliers, seed, shard_gb, device, as_json) -> None:
@@ -39,7 +40,7 @@ def synth_cmd(config_src, out, layers, fmt, outliers, seed, shard_gb, device, as
 
     result = synthesize(config_src, out, layers=layers, fmt=fmt, seed=seed,
                         outliers=Outliers(outliers) if outliers else None,
-                        max_shard_bytes=int(shard_gb * GIB), device=device)
+                        max_shard_bytes=int(shard_gb * 1e9), device=device)
     summary = {"out": str(result.out), "format": result.format, "files": result.files, "layers": result.layers,
                "params": result.params, "tensor_bytes": result.tensor_bytes, "seconds": round(result.seconds, 2)}
     if as_json:

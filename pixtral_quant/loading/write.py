@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
+from ..config import MAX_SHARD_GB
 from ..errors import InputError
 from . import names
 from .detect import FORMATS
 from .params import config_to_params
 from .tokenizer import image_token_ids
 
-DEFAULT_SHARD_BYTES = 5 * 2**30
+DEFAULT_SHARD_BYTES = int(MAX_SHARD_GB * 1e9)
 # (single-file name, shard name pattern) per format; the pattern takes (index, count), 1-based.
 SHARD_NAMES = {"hf": ("model.safetensors", "model-{:05d}-of-{:05d}.safetensors"),
                "native": ("consolidated.safetensors", "consolidated-{:05d}-of-{:05d}.safetensors")}
