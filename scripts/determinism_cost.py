@@ -69,7 +69,7 @@ def hessian_seconds(cbwr: str) -> dict[str, float]:
 
 
 def render(report: dict) -> str:
-    lines = [f"# What thread-count-invariant conversion costs\n", f"Machine: {report['cpu']}, {report['cores']} cores "
+    lines = ["# What thread-count-invariant conversion costs\n", f"Machine: {report['cpu']}, {report['cores']} cores "
              f"(`scripts/determinism_cost.py`, {report['date']}; median of {report['repeats']} alternating runs; "
              f"other jobs may have shared the machine: {report['note']}).\n",
              "## convert --scheme gptq-int4, tiny model, 16 samples (wall seconds, fresh process)\n",

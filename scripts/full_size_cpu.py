@@ -55,6 +55,7 @@ from pixtral_quant.memory.settings import Workload  # noqa: E402
 from pixtral_quant.diagnostics.tree import run_sampled  # noqa: E402
 
 from pixtral_quant.memory.units import GIB  # noqa: E402
+from pixtral_quant.loading.names import LAYERS  # noqa: E402
 
 JOBS = SCRIPTS / "full_size_jobs.py"
 STAGES = ("synth", "int4", "int8", "nf4", "gptq", "large")
@@ -513,7 +514,7 @@ def tensor_bytes(checkpoint: Path) -> tuple[dict[int, int], int]:
 
     from pixtral_quant.loading.names import checkpoint_to_runtime
 
-    prefix, layers, total = "model.language_model.layers.", {}, 0
+    layers, total = {}, 0
     for f in sorted(checkpoint.glob("*.safetensors")):
         with safe_open(f, "numpy") as s:  # headers only; "pt" maps copy-on-write (ENOMEM past RAM size)
             for k in s.keys():  # noqa: SIM118 - safe_open is not a dict
@@ -521,8 +522,8 @@ def tensor_bytes(checkpoint: Path) -> tuple[dict[int, int], int]:
                 n = math.prod(sl.get_shape()) * SAFETENSORS_BYTES[sl.get_dtype()]
                 total += n
                 name = checkpoint_to_runtime(k) or k
-                if name.startswith(prefix):
-                    i = int(name[len(prefix):].split(".", 1)[0])
+                if name.startswith(LAYERS):
+                    i = int(name[len(LAYERS):].split(".", 1)[0])
                     layers[i] = layers.get(i, 0) + n
     return layers, total
 
@@ -549,7 +550,7 @@ def large_stage(run: Run) -> dict:
         run.drop(model_dir.name, out.name)
     shapes = model_shapes(config_of(mode.large, mode.large_layers), "bfloat16")
     predicted_layer = sum(it.nbytes for it in inventory(shapes, recipe) if it.stored
-                          and it.name.startswith("model.language_model.layers.0."))
+                          and it.name.startswith(f"{LAYERS}0."))
     full_layers = config_of(mode.large).text_config.num_hidden_layers
     outside = measured_total - sum(measured_layers.values())
     return {"synth": synth, "convert": conv, "generate": gen, "layers": mode.large_layers, "full_layers": full_layers,

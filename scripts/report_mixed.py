@@ -29,6 +29,7 @@ from pixtral_quant.diagnostics.scoring import converted, scored
 from pixtral_quant.mixed.choose import candidates_for, smallest_allocation
 from pixtral_quant.fixtures.twin import make_outlier_twin
 from pixtral_quant.loading import open_checkpoint
+from pixtral_quant.loading.names import LAYERS
 from pixtral_quant.memory.inventory import model_shapes
 from pixtral_quant.mixed.budget import budget_for
 from pixtral_quant.plan import make_plan
@@ -38,7 +39,6 @@ UNIFORM = ("rtn-int4", "gptq-int4", "gptq-int8", "bnb-nf4")
 MIXED = "gptq-mixed"
 GPTQ = ("gptq-int4", "gptq-int8", MIXED)  # the calibrated recipes (--num-samples applies to these)
 LOW = 0.02  # the lowest budget: this fraction of the way from the smallest to the all-INT8 allocation
-LAYER_PREFIX = "model.language_model.layers."
 
 
 def recipe_for(scheme: str, num_samples: int | None, max_size: int | None = None):
@@ -283,9 +283,9 @@ def observations(models: dict) -> list[str]:
 
 def short(module: str) -> tuple[str, str]:
     """(layer, Linear) of a runtime name: ('0', 'mlp.down_proj'); ('–', 'lm_head') outside the layers."""
-    if not module.startswith(LAYER_PREFIX):
+    if not module.startswith(LAYERS):
         return "–", module
-    layer, _, rest = module[len(LAYER_PREFIX):].partition(".")
+    layer, _, rest = module[len(LAYERS):].partition(".")
     return layer, rest
 
 
