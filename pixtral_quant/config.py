@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from .errors import UsageError
+from .errors import UsageError, did_you_mean
 
 # What an optional target (lm_head, vision tower, projector) may ask for; "auto": gptq-mixed's allocation decides.
 PRECISIONS = (None, "int8", "int4", "auto")
@@ -463,12 +463,24 @@ def _is_candidate(label) -> bool:
 
 
 def _is_size(text: str) -> bool:
+    """True for a positive size; a bare number raises parse_size's "has no unit" error (its fix names both
+    units), which _check_type gives the field's name."""
     from .memory.units import parse_size
 
     try:
         return parse_size(text) > 0
     except UsageError:
+        if isinstance(text, (int, float, str)) and not isinstance(text, bool) and _bare_number(text):
+            raise
         return False
+
+
+def _bare_number(text) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:
@@ -487,7 +499,11 @@ def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:
         raise UsageError(f"{value!r} is not {article} {kind.__name__}", where=where,
                          fix=f"e.g. {default!r} (the default)" if default is not None else f"write {article} {kind.__name__}")
     test, what = LIMITS.get(f.name, (None, None))
-    if test is not None and not test(value):
+    try:
+        ok = test is None or test(value)
+    except UsageError as exc:  # the test's own, more precise message (a size without a unit)
+        raise UsageError(exc.message, where=where, fix=exc.fix) from None
+    if not ok:
         raise UsageError(f"{value!r} is out of range", where=where, fix=f"use {what}")
 
 
@@ -508,7 +524,8 @@ def scheme_from_dict(raw, where: str = "scheme"):
         return build(SCHEME_CONFIGS[name], rest, where)
     prefix = next((p for p in SCHEME_FAMILIES if isinstance(name, str) and name.startswith(p)), None)
     if prefix is None:
-        raise UsageError(f"unknown scheme {name!r}", where=where, fix=f"use one of {scheme_choices()}")
+        raise UsageError(f"unknown scheme {name!r}", where=where,
+                         fix=f"{did_you_mean(name, SCHEME_CONFIGS)}use one of {scheme_choices()}")
     cls, key = SCHEME_FAMILIES[prefix]
     value = name[len(prefix):]
     test, what = LIMITS[key]

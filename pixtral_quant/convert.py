@@ -47,6 +47,6 @@ def convert(model: str | Path, recipe, out: str | Path, *, overwrite: bool = Fal
     module, _, function = EXPORTERS[handler.exporter].partition(":")
     start = time.perf_counter()
     result = getattr(importlib.import_module(module), function)(ckpt, recipe, handler, out, resume, reporter)
-    result.out, result.seconds = out, time.perf_counter() - start
+    result.out, result.seconds, result.recipe = out, time.perf_counter() - start, recipe
     result.bytes_before = sum(f.stat().st_size for f in ckpt.weight_files)
     return result

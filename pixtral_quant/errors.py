@@ -47,6 +47,14 @@ class CheckFailed(PixtralQuantError):
     exit_code = 1
 
 
+def did_you_mean(name, choices) -> str:
+    """'did you mean X? ' for the choice nearest a mistyped name (difflib's ratio ≥ 0.6), else ''."""
+    import difflib
+
+    found = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f"did you mean {found[0]}? " if found else ""
+
+
 def require(module: str, extra: str):
     """Import an optional dependency lazily, or raise with the pip extra that provides it."""
     import importlib

@@ -118,11 +118,14 @@ def _decide(component: str, targets, scheme) -> tuple[bool, str]:
     return True, f"targets.{component} = {wanted}" + (f" ({note})" if note else "")
 
 
-def render(plan: Plan):
-    """A rich Table: one row per group of Linears sharing component, scheme and reason (layers folded)."""
+def render(plan: Plan, cset=None):
+    """A rich Table: one row per group of Linears sharing component, scheme and reason (layers folded); cset (a
+    calibration/dataset.py CalibrationSet, None for data-free schemes) is named under it: which data calibrates,
+    before the run spends its time on it."""
     from rich.table import Table
 
-    table = Table("component", "Linears", "scheme", "reason", title=f"plan ({plan.scheme})")
+    table = Table("component", "Linears", "scheme", "reason", title=f"plan ({plan.scheme})",
+                  caption=calibration_line(cset), caption_justify="left")
     groups: dict[tuple, list[Entry]] = {}
     for e in plan.entries:
         groups.setdefault((e.component, e.scheme, e.reason), []).append(e)
@@ -130,3 +133,12 @@ def render(plan: Plan):
         leaves = sorted({e.name.rsplit(".", 1)[-1] for e in items})
         table.add_row(comp, f"{len(items)} ({', '.join(leaves)})", scheme or "kept bf16", reason)
     return table
+
+
+def calibration_line(cset) -> str:
+    """'calibration: tiny, 96 samples, 2889 tokens, 115 images (sha256:1a2b3c4d5e6f)', or that there is none."""
+    if cset is None:
+        return "calibration: none (data-free scheme)"
+    st = cset.stats
+    return (f"calibration: {cset.name}, {st.samples} samples, {st.total_tokens} tokens, "
+            f"{st.images} images ({cset.content_hash[:19]})")

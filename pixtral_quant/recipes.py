@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .assets import shipped_folder
+from .assets import TINY_MODEL, resolve_shipped, shipped_folder
 from .config import Recipe, recipe_from_dict
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .export.manifest import MANIFEST
 
 RECIPES_DIR = shipped_folder("recipes")
@@ -33,7 +33,8 @@ def recipe_path(spec: str | Path) -> Path:
     if shipped.is_file():
         return shipped
     raise InputError("no such recipe", where=spec,
-                     fix=f"pass a .yaml file or one of {', '.join(shipped_recipes()) or '(none found)'}")
+                     fix=f"{did_you_mean(spec, shipped_recipes())}pass a .yaml file or one of "
+                         f"{', '.join(shipped_recipes()) or '(none found)'}")
 
 
 def load_recipe(spec: str | Path) -> Recipe:
@@ -63,6 +64,19 @@ def _manifest_recipe(path: Path) -> Recipe:
         raise InputError(f"no recipe in this manifest ({exc})", where=path,
                          fix="pass a converted folder whose manifest.json convert wrote, or a recipe .yaml") from None
     return recipe_from_dict(raw, where=f"{path}: recipe")
+
+
+def scheme_recipe(scheme, model: str | Path) -> Recipe:
+    """`convert --scheme S`: the scheme's config with every other default, named after the scheme. On the bundled
+    tiny model the calibration is the default recipe's (its own set, `tiny`, 96 samples): config's default set,
+    `calib`, is for real Pixtrals (142k tokens, 855 s on the tiny model; issue 24), and a scheme flag must not
+    change the data silently."""
+    from dataclasses import replace
+
+    recipe = Recipe(scheme=scheme, name=scheme.name)
+    if resolve_shipped(model) == TINY_MODEL or Path(model).resolve() == TINY_MODEL:
+        recipe = replace(recipe, calibration=load_recipe(DEFAULT_RECIPE).calibration)
+    return recipe
 
 
 def data_free_recipe(spec: str | Path) -> Recipe:

@@ -154,8 +154,13 @@ def test_plan_12b_sizes_next_to_the_published_ones():
     result = CliRunner().invoke(main, ["plan", "--recipe", "pixtral-12b-gguf-q4_k_m", "--json"])
     report = json.loads(result.stdout)
     assert report["files"]["text_bytes"] == q4.text_bytes
+    assert result.exit_code == 0 and report["fits"], report  # the recipe's own promise: a 12 GiB card
     # 1024² image + 1024 tokens on an 8 GiB card: Q4_K_M + F16 mmproj does not fit llama.cpp's placement
-    assert result.exit_code == 1 and not report["fits"] and report["proposal"]["scheme"] == "gguf-q3_k_m"
+    result = CliRunner().invoke(main, ["plan", "--recipe", "pixtral-12b-gguf-q4_k_m", "--gpu-memory", "8GiB"])
+    assert result.exit_code == 1 and "error:" not in result.output, result.output
+    assert "does not fit: llama.cpp needs 8.95 GiB" in result.output
+    assert "to fit: the best that fits: --scheme gguf-q3_k_m --mmproj-type q8_0" in result.output
+    assert "tensors by type: Q4_K ×241, F32 ×81, Q6_K ×41" in " ".join(result.output.split()), result.output
 
 
 @pytest.mark.parametrize("argv,says", [

@@ -4,13 +4,14 @@ Layers (docs/architecture.md), highest first; a module may import its own layer 
 
     cli / diagnostics                     the command (pixtral_quant/cli/); the measurement harness that runs
                                           conversions to measure them (pixtral_quant/diagnostics/)
+    api                                   the Python API the CLI calls (pixtral_quant/api.py)
     convert                               checks + dispatch (pixtral_quant/convert.py)
     pipeline / export                     runtime and layer loop / the output run and the exporters
     schemes / mixed / capture / calibration / validate / engines / ...
     memory / loading / config / errors
 
 Asserted here: (a) no cycle among modules (a strongly connected component of more than one module, or a module
-importing itself); (b) nothing outside pixtral_quant/cli/ and diagnostics/ (and convert.py itself) imports
+importing itself); (b) nothing outside pixtral_quant/cli/, api.py and diagnostics/ (and convert.py itself) imports
 `pixtral_quant.convert`, and nothing outside cli/ imports `pixtral_quant.cli`; (c) the very bottom, config.py and errors.py (every layer reads them), imports only
 each other and two pure leaves: memory/units.py (sizes) and export/gguf/ftypes.py (llama.cpp's type table).
 
@@ -141,7 +142,7 @@ def test_no_import_cycles():
 
 def test_nothing_but_cli_imports_convert():
     graph = import_graph()
-    assert upward_imports(graph, ("convert",), ("cli", "convert", "diagnostics")) == []
+    assert upward_imports(graph, ("convert",), ("cli", "api", "convert", "diagnostics")) == []
     assert upward_imports(graph, ("cli",), ("cli",)) == []
 
 

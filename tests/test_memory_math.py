@@ -86,9 +86,10 @@ def test_decoder_prefill_is_the_mlp_phase_for_12b():
 
 
 def test_sizes_and_reserve():
-    assert parse_size("8GiB") == 8 * GIB and parse_size("14 GB") == 14 * 10**9 and parse_size("7.5") == 7.5 * GIB
+    assert parse_size("8GiB") == 8 * GIB and parse_size("14 GB") == 14 * 10**9 and parse_size("7.5GiB") == 7.5 * GIB
     assert parse_size("512MiB") == 2**29
-    with pytest.raises(UsageError):
-        parse_size("eight gigs")
+    for bad in ("eight gigs", "7.5", 8):  # a bare number has no unit (tests/cli/test_conventions.py)
+        with pytest.raises(UsageError):
+            parse_size(bad)
     # The promises' definitions: 8 GiB → 7.5 GiB of tensors, 14 → 13.5, 80 → 75.
     assert [(c - reserve_for(c * GIB) / GIB) for c in (8, 14, 80)] == [7.5, 13.5, 75.0]

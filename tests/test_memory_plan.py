@@ -105,7 +105,7 @@ def test_cli_exit_codes_and_json():
     path = Path(tempfile.mkdtemp()) / "int4-bf16-head.yaml"
     path.write_text(yaml.safe_dump(bf16_head("pixtral-12b-int4").to_dict()))
     over = runner.invoke(main, ["plan", "--model", "pixtral-12b", "--recipe", str(path)])
-    assert over.exit_code == 1 and "cheapest change: lm_head INT4" in over.stderr
+    assert over.exit_code == 1 and "to fit: cheapest change: lm_head INT4" in over.stdout
     small = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "12GiB", "--json"])
     assert small.exit_code == 1 and json.loads(small.stdout)["card_bytes"] == 12 * GIB
     bad = runner.invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "lots"])
@@ -130,3 +130,28 @@ def test_shipped_checkpoints_meet_their_size_thresholds(reports):
     for key in ("12b-int8", "12b-int4", "large-int4"):
         c = reports[key]["checkpoint"]
         assert c["size_ok"] and c["total_bytes"] <= c["max_size_gb"] * 1e9, key
+
+
+def test_a_card_too_small_is_an_answer_on_stdout_with_the_projects_own_fix():
+    """Issue 24 point 7: 'does not fit' is plan's answer (exit 1, stdout, no `error:`), and for INT8 on a 12 GiB card
+    the fix names gptq-mixed --fit (INT8 where it fits), whose smallest allocation plan checks to fit that card."""
+    res = CliRunner().invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "12GiB"])
+    assert res.exit_code == 1 and "error:" not in res.output, res.output
+    assert "does not fit: the peak 13.01 GiB (prefill) is over the 11.50 GiB a 12.00 GiB card leaves" in res.stdout
+    assert "`convert --scheme gptq-mixed --fit 12GiB`" in " ".join(res.stdout.split())
+    assert "from the recipe's promise (pixtral-12b-int8 on a 14GiB card" in " ".join(res.stdout.split())
+    # what `convert --scheme gptq-mixed --fit 12GiB` plans with: no promise, so the default placement
+    mixed = recipe_from_dict({"name": "gptq-mixed", "scheme": {"name": "gptq-mixed", "fit": "12GiB"}})
+    assert memory_report("pixtral-12b", mixed, gpu_memory="12GiB")["fits"]
+
+
+def test_the_longest_context_stops_at_the_models_own():
+    report = memory_report("tiny", "tiny-gptq-int4")
+    assert report["model_context"] == 8192 and report["max_context"] == 8192  # was 1048576 (the search ceiling)
+    res = CliRunner().invoke(main, ["plan", "--model", "tiny", "--recipe", "tiny-gptq-int4"])
+    assert "longest context that fits: 8192 tokens (the model's limit" in " ".join(res.stdout.split())
+    res = CliRunner().invoke(main, ["plan", "--model", "tiny", "--recipe", "tiny-gptq-int4", "--context", "9000"])
+    assert res.exit_code == 2 and "beyond the model's context of 8192" in res.output
+    small = CliRunner().invoke(main, ["plan", "--recipe", "pixtral-12b-int8", "--gpu-memory", "8GiB"])
+    assert "no context fits on this card, not even the prompt alone" in " ".join(small.stdout.split())
+    assert "longest context that fits: None" not in small.stdout

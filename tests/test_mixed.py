@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pixtral_quant.config import with_overrides
+from pixtral_quant.memory.units import parse_size
 from pixtral_quant.mixed.allocate import Infeasible, Option, allocate, allocate_within
 from pixtral_quant.mixed.fisher import channel_fisher, sampled_logit_grad
 from pixtral_quant.mixed.sensitivity import row_errors, weighted_loss
@@ -319,7 +320,7 @@ def test_budget_below_the_smallest_allocation_exits_2_naming_it(tmp_path):
     result = run_cli(["convert", "--recipe", "tiny-gptq-mixed", "--max-size", "5MB", "--out", str(tmp_path / "o")],
                      expect=2)
     assert "below the smallest allocation" in result.output and "give at least" in result.output
-    smallest = int(result.output.split("give at least ")[1].split()[0])
+    smallest = parse_size(result.output.split("give at least --max-size ")[1].split()[0])  # in MB, as asked
     assert 30_000_000 < smallest < 37_500_000  # every decoder Linear int4-g128, the bf16 rest
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.partial*"))
 
@@ -439,8 +440,9 @@ def test_fit_refusal_names_the_card_that_would_do(tmp_path):
     result = run_cli(["convert", "--scheme", "gptq-mixed", "--fit", "0.01GiB", "--out", str(tmp_path / "o")], expect=2)
     text = " ".join(result.output.split())
     peak = int(text.split("GPU memory (plan) is ")[1].split("(")[1].split()[0])
-    card = int(text.split("give at least ")[1].split()[0])
-    assert card == peak + reserve_for(card)
+    card = parse_size(text.split("give at least --fit ")[1].split()[0])  # in GiB, as --fit was given
+    need = peak + reserve_for(card)
+    assert need <= card < need + 0.01 * 2**30  # rounded up to the 0.01 GiB it prints
 
 
 def test_gptq_solves_against_the_scale_the_loaders_run():
@@ -474,3 +476,33 @@ def test_gptq_solves_against_the_scale_the_loaders_run():
     tensors, _, _ = mixed.finish()
     assert torch.equal(tensors[f"weight_packed{TAG}int8-g128"], packed[True])
     assert not torch.equal(packed[True], packed[False])
+
+
+def test_the_allocation_table_keeps_names_whole_and_orders_settings_by_size():
+    """Issue 24 point 8: in an 80-column log the names were cut (`0.self_a…`) and the columns ran int4-g128,
+    int4-g32, int4-g64; sizes of a --max-size budget are answered in its unit."""
+    from rich.console import Console
+
+    from pixtral_quant.export.mixed import render_allocation, setting_order
+    from pixtral_quant.loading.names import LAYERS
+    from pixtral_quant.mixed.budget import Budget
+    from pixtral_quant.mixed.choose import Candidates
+
+    labels = ("int8-g128", "int4-g32", "int4-g128", "int4-g64", "bf16")
+    assert sorted(labels, key=setting_order) == ["int4-g128", "int4-g64", "int4-g32", "int8-g128", "bf16"]
+    names = [f"{LAYERS}{i}.self_attn.{p}" for i in (0, 11) for p in ("q_proj", "o_proj")] + \
+        [f"{LAYERS}3.mlp.gate_proj"]
+    cands = Candidates(tuple((n,) for n in names), tuple(labels[:4] for _ in names),
+                       tuple((2_000_000, 1_100_000, 1_000_000, 1_050_000) for _ in names))
+    losses = {n: dict(zip(labels[:4], (1e-5, 3e-4, 9e-4, 5e-4))) for n in names}
+    budget = Budget("checkpoint size", "--max-size", 37_500_000, lambda alloc: 36_640_224, unit="MB")
+    console = Console(width=80, record=True)
+    console.print(render_allocation(cands, losses, {n: "int4-g64" for n in names}, budget, False))
+    text = console.export_text()
+    assert "…" not in text, text
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("┃"))  # two header lines per setting
+    bits, groups = lines[first].split("┃")[5:9], lines[first + 1].split("┃")[5:9]
+    assert [f"{b.strip()}-{g.strip()}" for b, g in zip(bits, groups)] == ["int4-g128", "int4-g64", "int4-g32",
+                                                                          "int8-g128"], text
+    assert "gate_proj" in text and "q_proj" in text and "36.64MB of 37.5MB" in " ".join(text.split())

@@ -94,7 +94,7 @@ def test_mixed_convert_and_validate_are_quiet(tmp_path):
     rc, stdout, stderr = run(*args)
     assert rc == 0 and "PASS" in stdout + stderr, stderr  # the mix passes its recipe's thresholds (KL 6e-8)
     assert noise(stdout, stderr) == []
-    rc, stdout, stderr = run("--verbose", *args)
+    rc, stdout, stderr = run(*args, "-v")  # --verbose after the subcommand, as users type it (issue 24)
     assert "ompressing model" in stdout + stderr
 
 

@@ -1,21 +1,14 @@
-"""`pixtral-quant convert`: parse options, build the Recipe, delegate to pixtral_quant.convert, print the summary."""
+"""`pixtral-quant convert`: parse options, delegate to pixtral_quant.api.convert (the recipe and its overrides,
+then pixtral_quant.convert), print the summary."""
 
 from __future__ import annotations
 
 import click
 
-from ..config import Gguf, GptqMixed, scheme_choices
+from ..api import IMATRIX_CHOICES
+from ..config import Gguf, scheme_choices
 from ..export.gguf.ftypes import MMPROJ_TYPES
 from .group import main
-
-# --imatrix → the recipe fields it sets (GGUF schemes): the importance matrix on or off, images kept or stripped.
-IMATRIX_CHOICES = {"images": {"scheme.imatrix": True, "calibration.text_only": False},
-                   "text": {"scheme.imatrix": True, "calibration.text_only": True},
-                   "none": {"scheme.imatrix": False}}
-# Options of one scheme family → its config class (given for another scheme, they are an error).
-FAMILY_ONLY = {"--imatrix": Gguf, "--mmproj-type": Gguf, "--max-size": GptqMixed, "--fit": GptqMixed,
-               "--context": GptqMixed, "--images": GptqMixed}
-FAMILY_NAMES = {Gguf: ("gguf-<type>", f"gguf-{Gguf().type}"), GptqMixed: (GptqMixed.name, GptqMixed.name)}
 
 
 def _scheme(ctx, param, value):
@@ -67,35 +60,15 @@ def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_siz
       pixtral-quant convert --model /models/Pixtral-Large --recipe pixtral-large-int4 --out large-w4 --resume
       pixtral-quant convert --model tiny --scheme gguf-q4_k_m --out tiny-gguf        # llama.cpp / Ollama files
       pixtral-quant convert --model /models/Pixtral-12B --recipe pixtral-12b-gguf-q4_k_m --out p12-gguf
-      pixtral-quant convert --model tiny --scheme gptq-mixed --max-size 30MB --out tiny-mixed   # per-Linear bits
+      pixtral-quant convert --model tiny --scheme gptq-mixed --max-size 37.5MB --out tiny-mixed # per-Linear bits
       pixtral-quant convert --model /models/Pixtral-12B --scheme gptq-mixed --fit 8GiB --context 8192 --out p12-8g
     """
-    from ..config import Recipe, with_overrides
-    from ..convert import convert
-    from ..errors import UsageError
-    from ..recipes import DEFAULT_RECIPE, load_recipe
+    from ..api import convert
     from .convert_report import RichReporter, summary
 
-    if recipe and scheme:
-        raise UsageError("--recipe and --scheme both given", fix="pick one: a recipe, or a scheme with defaults")
-    base = Recipe(scheme=scheme, name=scheme.name) if scheme else load_recipe(recipe or DEFAULT_RECIPE)
-    values = {"--imatrix": imatrix, "--mmproj-type": mmproj_type, "--max-size": max_size, "--fit": fit,
-              "--context": context, "--images": images}
-    misplaced = [flag for flag, value in values.items() if value is not None
-                 and not isinstance(base.scheme, FAMILY_ONLY[flag])]
-    if misplaced:
-        family, example = FAMILY_NAMES[FAMILY_ONLY[misplaced[0]]]
-        raise UsageError(f"{', '.join(misplaced)} apply only to {family} schemes", where=misplaced[0],
-                         fix=f"drop {', '.join(misplaced)}, or pick a scheme such as --scheme {example}")
-    overrides = {"calibration.set": calibration, "calibration.num_samples": num_samples, "calibration.seed": seed,
-                 "scheme.group_size": group_size, "scheme.desc_act": act_order, "scheme.damp_percent": damp,
-                 "calibration.text_only": text_only, "scheme.mmproj_type": mmproj_type,
-                 **(IMATRIX_CHOICES[imatrix] if imatrix else {})}
-    final = with_overrides(base, {k: v for k, v in overrides.items() if v is not None})
-    if max_size is not None or fit is not None:  # a budget on the command line replaces the recipe's
-        final = with_overrides(final, {"scheme.max_size": max_size, "scheme.fit": fit}, clear=True)
-    if context is not None or images is not None:
-        final = with_overrides(final, {"scheme.context": context, "scheme.images": images})
     reporter = RichReporter()
-    result = convert(model, final, out, overwrite=overwrite, resume=resume, reporter=reporter)
-    reporter.console.print(summary(result, final))
+    result = convert(model, recipe, scheme, out=out, overwrite=overwrite, resume=resume, reporter=reporter,
+                     calibration=calibration, num_samples=num_samples, seed=seed, group_size=group_size,
+                     act_order=act_order, damp=damp, text_only=text_only, imatrix=imatrix, mmproj_type=mmproj_type,
+                     max_size=max_size, fit=fit, context=context, images=images)
+    reporter.console.print(summary(result, result.recipe))

@@ -38,11 +38,13 @@ def summary(result, recipe):
     """A rich Table: output, scheme, Linears quantized, size before/after, time, per-layer loss range."""
     from rich.table import Table
 
+    from ..memory.units import file_bytes
+
     table = Table("", "", title="convert: done", show_header=False)
     table.add_row("output", str(result.out))
     table.add_row("scheme", recipe.scheme.name)
     table.add_row("Linears quantized", f"{len(result.plan.quantized())} of {len(result.plan.entries)}")
-    table.add_row("weights before → after", f"{_mb(result.bytes_before)} → {_mb(result.bytes_after)}")
+    table.add_row("weights before → after", f"{file_bytes(result.bytes_before)} → {file_bytes(result.bytes_after)}")
     limit = recipe.thresholds.max_size_gb
     if limit is not None:
         table.add_row("size target", f"≤ {limit} GB: {'met' if result.bytes_after <= limit * 1e9 else 'MISSED'}")
@@ -54,7 +56,3 @@ def summary(result, recipe):
         table.add_row("calibration", f"{len(result.stats.tokens)} samples, {sum(result.stats.tokens)} tokens, "
                                      f"{sum(result.stats.vision_images)} images through the vision tower")
     return table
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"

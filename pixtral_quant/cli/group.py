@@ -4,17 +4,41 @@ it; cli/__init__.py imports them (so no command module imports the package that 
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
 
-from ..errors import PixtralQuantError, UsageError
+from ..errors import PixtralQuantError, UsageError, did_you_mean
 from .quiet import silenced
+
+
+VERBOSE = ("-v", "--verbose")
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 class Group(click.Group):
     """A click group that turns library errors into `error: ...` + exit code, never a traceback, and keeps
-    third-party output off while the command runs (unless --verbose)."""
+    third-party output off while the command runs (unless --verbose, accepted before or after the subcommand)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """`convert ... -v` as `-v convert ...`: the flag belongs to the group, users put it anywhere (before
+        a `--`, which ends the options)."""
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in VERBOSE]
+        if flags:
+            args = ["--verbose"] + [a for a in args[:end] if a not in VERBOSE] + args[end:]
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """click's lookup, plus the closest command name for a typo (`conver` → convert)."""
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            commands = self.list_commands(ctx)
+            _exit(UsageError(f"no such command {name!r}", where="pixtral-quant",
+                             fix=re.sub(r"mean (\S+)\?", r"mean `pixtral-quant \1`?", did_you_mean(name, commands))
+                             + f"commands: {', '.join(commands)}"))
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -26,6 +50,8 @@ class Group(click.Group):
             _exit(_from_click(exc))
         except PixtralQuantError as exc:
             _exit(exc)
+        except KeyboardInterrupt:  # the command said what it kept (e.g. OUT.partial for --resume); click would
+            sys.exit(INTERRUPTED)  # add "Aborted!" and exit 1
 
 
 def _exit(exc: PixtralQuantError):

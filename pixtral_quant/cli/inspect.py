@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..memory.units import GIB, MIB
+from ..memory.units import count, file_bytes
 from .group import main
 
 COMPONENT_LABELS = {"vision_tower": "vision tower", "projector": "projector", "embeddings": "embeddings",
@@ -57,21 +57,13 @@ def _render(report: dict) -> None:
     console.print(arch)
     sizes = Table("component", "parameters", "bytes", title=f"sizes (bytes from {report['dtype_source']})")
     for key, label in COMPONENT_LABELS.items():
-        sizes.add_row(label, _billions(report["params"][key]), _gib(report["bytes"][key]))
+        sizes.add_row(label, count(report["params"][key]), file_bytes(report["bytes"][key]))
     console.print(sizes)
     dtypes = Table("dtype", "stored elements", "bytes", title="per dtype")
     for dtype, row in report["by_dtype"].items():
-        dtypes.add_row(dtype, _billions(row["elements"]), _gib(row["bytes"]))
+        dtypes.add_row(dtype, count(row["elements"]), file_bytes(row["bytes"]))
     console.print(dtypes)
 
 
 def _fmt(value) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _billions(n: int) -> str:
-    return f"{n / 1e9:.3f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
-
-
-def _gib(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB // 4 else f"{n / MIB:.1f} MiB"

@@ -64,54 +64,59 @@ def plan_cmd(model, recipe, gpu_memory, reserve, context, images, image_size, te
       pixtral-quant plan --model /models/Pixtral-12B-2409/params.json --recipe my.yaml --gpu-memory 24GiB
       pixtral-quant plan --recipe pixtral-12b-gguf-q4_k_m --runtime llama.cpp
     """
-    from ..errors import CheckFailed, UsageError
-    from ..memory import memory_report
+    from ..api import plan
     from ..memory.units import fmt_bytes
-
-    from ..config import Gguf
-    from ..recipes import load_recipe
 
     workload = {"context": context, "images": images, "text_tokens": text_tokens, "new_tokens": new_tokens}
     if image_size:
         workload.update(image_width=image_size[0], image_height=image_size[1])
-    loaded = load_recipe(recipe)
-    if (runtime or RUNTIME_OF[isinstance(loaded.scheme, Gguf)]) == "llama.cpp":
-        _llamacpp(model, loaded, gpu_memory, reserve, workload, [embeddings, vision, lm_head_on], as_json)
-        return
-    if isinstance(loaded.scheme, Gguf):
-        raise UsageError(f"{loaded.scheme.name} writes GGUF files, which llama.cpp runs", where="--runtime",
-                         fix="use --runtime llama.cpp (the default for gguf-<type> recipes)")
     placement = {"embeddings": embeddings, "vision": vision, "lm_head": lm_head_on}
-    report = memory_report(model, loaded, gpu_memory=gpu_memory, reserve=reserve, workload=workload,
-                           placement=placement)
+    result = plan(recipe, model, gpu_memory=gpu_memory, reserve=reserve, runtime=runtime, workload=workload,
+                  placement=placement)
+    report = result.report
+    if result.runtime == "llama.cpp":
+        _llamacpp(report, as_json)
+        return
+    report["placement_from"] = placement_source(report["recipe"], {k: v for k, v in placement.items() if v})
     click.echo(json.dumps(report, indent=2)) if as_json else _render(report)
-    if not report["fits"]:
-        raise CheckFailed(f"the peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}) is over the "
-                          f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
-                          where=report["recipe"], fix=_fix(report))
+    if not result.fits:
+        _does_not_fit(f"the peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}) is over the "
+                      f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
+                      _fix(report), as_json)
 
 
-RUNTIME_OF = {True: "llama.cpp", False: "transformers"}  # is the recipe's scheme a GGUF one? → default runtime
+def _does_not_fit(why: str, fix: str, as_json: bool) -> None:
+    """A card that is too small is plan's answer, not an error: the verdict and what would fit on stdout (after
+    the tables; the JSON alone with --json), exit 1 (the CI contract: 0 fits, 1 does not, 2 bad input)."""
+    if not as_json:
+        click.echo(f"does not fit: {why}\nto fit: {fix}")
+    click.get_current_context().exit(1)
 
 
-def _llamacpp(model, recipe, gpu_memory, reserve, workload, placement_flags, as_json) -> None:
+def placement_source(recipe_name: str, given: dict) -> str:
+    """Where the placement came from, for the reader: the options, the recipe's promise, or the defaults."""
+    from ..memory.settings import SHIPPED_TARGETS, Placement
+
+    target = SHIPPED_TARGETS.get(recipe_name)
+    promised = {k: v for k, v in vars(target.placement).items() if v != getattr(Placement(), k)} if target else {}
+    if not promised or set(promised) <= set(given):
+        return "the options" if given else "the defaults"
+    return (f"the recipe's promise ({recipe_name} on a {target.gpu_memory} card"
+            + (", with the options given" if given else "") + "; --embeddings / --vision / --lm-head-on change it)")
+
+
+def _llamacpp(report: dict, as_json: bool) -> None:
     """plan --runtime llama.cpp: GGUF sizes and GPU memory (memory/llamacpp.py); exit 1 when it does not fit."""
-    from ..errors import CheckFailed, UsageError
-    from ..memory.llamacpp import llamacpp_report
     from ..memory.units import fmt_bytes
 
-    if any(flag is not None for flag in placement_flags):
-        raise UsageError("--embeddings, --vision and --lm-head-on place transformers' modules; llama.cpp places "
-                         "the GGUF itself", where="--runtime llama.cpp", fix="drop those options")
-    report = llamacpp_report(model, recipe, gpu_memory=gpu_memory, reserve=reserve, workload=workload)
     click.echo(json.dumps(report, indent=2)) if as_json else _render_llamacpp(report)
     if not report["fits"]:
         p = report["proposal"]
         fix = (f"the best that fits: --scheme {p['scheme']} --mmproj-type {p['mmproj_type']} "
                f"({fmt_bytes(p['gpu_bytes'])})" if p else "no smaller type fits: a shorter --context or a larger card")
-        raise CheckFailed(f"llama.cpp needs {fmt_bytes(report['gpu_bytes'])} of GPU memory, over the "
-                          f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
-                          where=report["recipe"], fix=fix)
+        _does_not_fit(f"llama.cpp needs {fmt_bytes(report['gpu_bytes'])} of GPU memory, over the "
+                      f"{fmt_bytes(report['limit_bytes'])} a {fmt_bytes(report['card_bytes'])} card leaves",
+                      fix, as_json)
 
 
 def _render_llamacpp(report: dict) -> None:
@@ -124,8 +129,9 @@ def _render_llamacpp(report: dict) -> None:
     files = report["files"]
     console.print(f"[bold]{report['model']}[/bold] with [bold]{report['recipe']}[/bold] ({report['scheme']}) in "
                   f"llama.cpp on a {fmt_bytes(report['card_bytes'])} card")
+    types = ", ".join(f"{t} ×{n}" for t, n in sorted(files["text_types"].items(), key=lambda kv: -kv[1]))
     console.print(f"files: model.gguf {files['text_bytes']} bytes ({files['text_bytes'] / 1e9:.2f} GB; "
-                  f"tensor types {files['text_types']}), mmproj-model.gguf {files['mmproj_bytes']} bytes "
+                  f"tensors by type: {types}), mmproj-model.gguf {files['mmproj_bytes']} bytes "
                   f"({files['mmproj_bytes'] / 1e9:.2f} GB)")
     tok = report["tokens"]
     console.print(f"workload: prompt {tok['prompt']} tokens ({tok['image_tokens']} image tokens), context "
@@ -145,8 +151,19 @@ def _fix(report: dict) -> str:
     if p is None:
         return "no change in the table fits: use a larger card" + \
             (f" or a context of at most {report['max_context']} tokens" if report["max_context"] else "")
-    return "cheapest change: " + "; ".join(c["label"] + ("" if c["supported"] else " (convert cannot write it yet)")
-                                           for c in p["changes"])
+    fix = "cheapest change: " + "; ".join(c["label"] + ("" if c["supported"] else " (convert cannot write it yet)")
+                                          for c in p["changes"])
+    if any(c["key"] == "decoder-int4" for c in p["changes"]) and report["calibrated"]:
+        card = _gib_text(report["card_bytes"])
+        fix += (f"; or keep INT8 where it fits: `convert --scheme gptq-mixed --fit {card}` (the least-loss mix of "
+                "INT8 and INT4 Linears whose plan fits)")
+    return fix
+
+
+def _gib_text(n: int) -> str:
+    from ..memory.units import in_unit
+
+    return in_unit(n, "GiB")
 
 
 def _render(report: dict) -> None:
@@ -180,9 +197,10 @@ def _render(report: dict) -> None:
         phases.add_row(phase, fmt_bytes(report["activations"][phase]), fmt_bytes(total))
     console.print(phases)
     verdict = "[green]fits[/green]" if report["fits"] else "[red]does not fit[/red]"
+    console.print(f"placement: {_placement_words(report['placement'])}, from {report['placement_from']}")
     console.print(f"peak {fmt_bytes(report['peak_bytes'])} ({report['peak_phase']}), limit "
                   f"{fmt_bytes(report['limit_bytes'])}: {verdict}; host memory for CPU-placed weights "
-                  f"{fmt_bytes(report['host_bytes'])}; longest context that fits: {report['max_context']}")
+                  f"{fmt_bytes(report['host_bytes'])}; {_context_words(report)}")
     for note in report.get("notes", []):
         console.print(f"note: {note}")
     for key, title in (("proposal", "cheapest change"), ("proposal_supported_today", "cheapest with today's convert")):
@@ -190,3 +208,16 @@ def _render(report: dict) -> None:
             p = report[key]
             console.print(f"{title}: " + "; ".join(c["label"] for c in p["changes"]) +
                           f" → peak {fmt_bytes(p['peak_bytes'])}, headroom {fmt_bytes(p['headroom_bytes'])}")
+
+
+def _placement_words(placement: dict) -> str:
+    return ", ".join(f"{k} {placement[k]}" for k in ("embeddings", "vision", "lm_head"))
+
+
+def _context_words(report: dict) -> str:
+    """The longest context in words: None means not even the prompt fits; the model's own limit is named."""
+    n, limit = report["max_context"], report["model_context"]
+    if n is None:
+        return "no context fits on this card, not even the prompt alone"
+    return f"longest context that fits: {n} tokens" + (" (the model's limit, max_position_embeddings)"
+                                                        if n == limit else "")

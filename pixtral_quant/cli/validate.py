@@ -1,9 +1,6 @@
-"""`pixtral-quant validate`: parse options, build the ValidateConfig, delegate to validate.pipeline, print the
-summary; exit 0 pass, 1 a threshold or baseline check failed, 2 bad usage or input."""
+"""`pixtral-quant validate`: parse options, delegate to pixtral_quant.api.validate, print the summary; exit 0 pass, 1 a threshold or baseline check failed, 2 bad usage or input."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import click
 
@@ -55,33 +52,26 @@ def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_
       pixtral-quant validate --engine vllm --tensor-parallel-size 8 --reference /models/Pixtral-Large --candidate w4
       pixtral-quant validate --engine llama.cpp --reference tiny --candidate tiny-gguf
     """
-    from ..config import ValidateConfig
-    from ..errors import CheckFailed, UsageError
-    from ..recipes import load_recipe
-    from ..validate.checks import read_thresholds_file
-    from ..validate.engines import EngineConfig
-    from ..validate.pipeline import validate
-    from ..validate.report import terminal_summary
+    from ..api import validate
+    from ..errors import CheckFailed
     from .convert_report import RichReporter
 
-    if thresholds_file and recipe:
-        raise UsageError("--thresholds and --recipe both given", fix="pick one source of thresholds")
-    explicit = ((read_thresholds_file(thresholds_file), f"--thresholds {thresholds_file}") if thresholds_file else
-                (load_recipe(recipe).thresholds, f"--recipe {recipe}") if recipe else None)
-    given = {"eval_set": eval_set, "num_samples": num_samples, "seed": seed, "layer_sqnr_samples": layer_sqnr,
-             "max_new_tokens": max_new_tokens, "batch_size": batch_size}
-    cfg = dataclasses.replace(ValidateConfig(), **{k: v for k, v in given.items() if v is not None})
-    engine_given = {"name": engine, "tensor_parallel_size": tensor_parallel_size, "logprobs_k": logprobs_k,
-                    "pipeline_parallel_size": pipeline_parallel_size,
-                    "distributed_executor_backend": distributed_executor_backend}
-    engine_cfg = dataclasses.replace(EngineConfig(), **{k: v for k, v in engine_given.items() if v is not None})
     reporter = RichReporter()
-    report = validate(reference, list(candidates), cfg, thresholds=explicit, baseline=baseline,
-                      report_dir=report_dir, reporter=reporter, engine=engine_cfg)
-    table, failures = terminal_summary(report)
-    reporter.console.print(table)
+    result = validate(list(candidates), reference, eval=eval_set, num_samples=num_samples, seed=seed,
+                      thresholds=thresholds_file, recipe=recipe, baseline=baseline, report_dir=report_dir,
+                      reporter=reporter, engine=engine, layer_sqnr_samples=layer_sqnr, max_new_tokens=max_new_tokens,
+                      batch_size=batch_size, tensor_parallel_size=tensor_parallel_size,
+                      pipeline_parallel_size=pipeline_parallel_size,
+                      distributed_executor_backend=distributed_executor_backend, logprobs_k=logprobs_k)
+    reporter.console.print(_summary_table(result.report))
     if report_dir:
         reporter.console.print(f"report: {report_dir}/report.md")
-    if not report["passed"]:
-        raise CheckFailed(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
+    if not result.passed:
+        raise CheckFailed(f"{len(result.failures)} check(s) failed:\n  " + "\n  ".join(result.failures))
     reporter.console.print("[green]PASS[/]: every candidate meets its thresholds")
+
+
+def _summary_table(report: dict):
+    from ..validate.report import terminal_summary
+
+    return terminal_summary(report)[0]

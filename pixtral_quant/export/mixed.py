@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import BF16
+from ..config import BF16, parse_setting
 from ..errors import UsageError
-from ..memory.units import fmt_bytes
+from ..memory.units import file_bytes, in_unit
 from ..mixed.choose import Candidates
 from . import atomic, checkpoint, compressed, manifest
 from .journal import HEAD_UNIT, layer_unit
@@ -66,7 +66,7 @@ def export_mixed(ckpt, recipe, handler, out: Path, resume: bool, reporter):
         result.layer_loss = {m: losses[m][allocation[m]] for m in allocation}  # the sensitivity at the choice
         return result
 
-    result = run_output(out, OUTPUT, write, reporter, shown=render(plan), need=need)
+    result = run_output(out, OUTPUT, write, reporter, shown=render(plan, cset), need=need)
     result.bytes_after = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return result
 
@@ -152,18 +152,36 @@ def render_allocation(cands: Candidates, losses, allocation: dict[str, str], bud
 
     from ..capture import LAYERS
 
-    labels = sorted({c for ls in cands.labels for c in ls}, key=lambda c: (c == BF16, c))
+    labels = sorted({c for ls in cands.labels for c in ls}, key=setting_order)
     used = sum(dict(zip(ls, ns))[allocation[g[0]]] for g, ls, ns in zip(cands.groups, cands.labels, cands.nbytes))
-    title = f"allocation: quantized Linears {fmt_bytes(used)}"
-    if budget is not None:
-        title += f"; {budget.what} {fmt_bytes(budget.measure(allocation))} of {fmt_bytes(budget.limit)}"
+    title = f"allocation: quantized Linears {file_bytes(used)}"
+    if budget is not None:  # in the unit the budget was given in
+        title += (f"; {budget.what} {in_unit(budget.measure(allocation), budget.unit)} of "
+                  f"{in_unit(budget.limit, budget.unit)}")
     caption = ("sensitivity at each setting: the Fisher-weighted output error, ≈ the KL it adds "
                "(mixed/sensitivity.py); fused Linears share one setting")
     if spare:
         caption += "\nthe budget allows more: this is already the least-loss allocation"
-    table = Table("Linear", "setting", "bytes", *labels, title=title, caption=caption)
+    # headers on two lines (int4 / g128) and the layer apart: the table fits 80 columns whole (it cut names to
+    # "0.self_a…" and headers to "int4-g…" in an 80-column log)
+    table = Table("layer", "Linear", "setting", "bytes", *(c.replace("-", "\n") for c in labels), title=title,
+                  caption=caption)
+    for column in table.columns:
+        column.no_wrap = True
     for g, ls, ns in zip(cands.groups, cands.labels, cands.nbytes):
         for m in g:
+            layer, _, name = m.removeprefix(LAYERS).partition(".")
             row = [f"{losses[m][c]:.2g}" if c in ls else "-" for c in labels]
-            table.add_row(m.removeprefix(LAYERS), allocation[m], str(dict(zip(ls, ns))[allocation[m]]), *row)
+            table.add_row(layer, name.rsplit(".", 1)[-1], allocation[m], file_bytes(dict(zip(ls, ns))[allocation[m]]),
+                          *row)
     return table
+
+
+def setting_order(label: str) -> tuple:
+    """Columns from the fewest bytes to the most: int4-g128, int4-g64, int4-g32, int8-g128, ..., bf16 (per
+    channel, g-1, before any group of its bits)."""
+    setting = parse_setting(label)
+    if setting is None:
+        return (99, 0)
+    bits, group = setting
+    return (bits, -(group if group > 0 else 1 << 30))

@@ -36,7 +36,7 @@ def export_checkpoint(ckpt, recipe, handler, out: Path, resume: bool, reporter: 
         journal = open_journal(tmp, ckpt, recipe, cset, resume)
         return _write(ckpt, recipe, plan, handler, cset, tmp, journal, reporter)
 
-    result = run_output(out, OUTPUT, write, reporter, shown=render(plan), resume=resume, need=need)
+    result = run_output(out, OUTPUT, write, reporter, shown=render(plan, cset), resume=resume, need=need)
     result.bytes_after = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return result
 

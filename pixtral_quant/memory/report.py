@@ -83,6 +83,12 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
     ckpt = open_model(model or target_for(recipe.name).model)
     shapes = model_shapes(ckpt.config, weights_dtype(ckpt))
     target, card, res = resolve_target(recipe, gpu_memory, reserve, workload, placement)
+    if (target.workload.context or 0) > context_limit(ckpt.config):
+        from ..errors import UsageError
+
+        raise UsageError(f"{target.workload.context} tokens is beyond the model's context of "
+                         f"{context_limit(ckpt.config)} (max_position_embeddings)", where="--context",
+                         fix=f"give --context {context_limit(ckpt.config)} or less")
     try:
         plan = plan_memory(ckpt.config, shapes, recipe, card, target.workload, target.placement, res)
     except ValueError as exc:
@@ -92,17 +98,24 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
     args = (ckpt.config, shapes, recipe, card, target.workload, target.placement, res)
     fits_as_is = plan.fits
     report = {"model": ckpt.source, "recipe": recipe.name, "scheme": recipe.scheme.name,
+              "calibrated": recipe.scheme.calibrated,
               "targets": asdict(recipe.targets), **plan_dict(plan),
               "checkpoint": checkpoint_dict(estimate(inventory(shapes, recipe), recipe.max_shard_bytes),
                                             recipe),
               "proposal": None if fits_as_is else proposal_dict(propose(*args)),
               "proposal_supported_today": None if fits_as_is else proposal_dict(propose(*args, only_supported=True)),
-              "max_context": max_context(*args)}
+              "max_context": max_context(*args, ceiling=context_limit(ckpt.config)),
+              "model_context": context_limit(ckpt.config)}
     if recipe.scheme.allocates and recipe.scheme.allocation is None:
         report["notes"] = [f"{recipe.scheme.name}: sized at its smallest allocation (every quantized Linear at its "
                            "smallest candidate); convert fills the budget above it. Plan the converted folder "
                            "(--recipe OUT) for the allocation it chose."]
     return report
+
+
+def context_limit(config) -> int:
+    """The model's context in tokens (text_config.max_position_embeddings): no plan goes beyond it."""
+    return int(config.text_config.max_position_embeddings)
 
 
 def plan_dict(plan: MemoryPlan) -> dict:

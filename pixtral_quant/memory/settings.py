@@ -76,7 +76,8 @@ SHIPPED_TARGETS: dict[str, Target] = {
     "pixtral-12b-mixed-14gib": Target("14GiB", Workload(), Placement(embeddings="cpu", vision="offload")),
     "pixtral-large-int4": Target("80GiB", Workload(context=8192), Placement(), model="pixtral-large"),
     # llama.cpp places the GGUF itself (memory/llamacpp.py): token_embd on the host, the mmproj on the GPU
-    "pixtral-12b-gguf-q4_k_m": Target("8GiB", Workload()),
+    # 8.95 GiB with one 1024² image: a 12 GiB card (RTX 3060 / 4070 class); on 8 GiB plan proposes Q3_K_M + Q8_0
+    "pixtral-12b-gguf-q4_k_m": Target("12GiB", Workload()),
 }
 DEFAULT_TARGET = Target("80GiB")  # a recipe without a promise: the largest single card
 

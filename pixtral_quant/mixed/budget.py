@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import UsageError
 from ..memory.inventory import ModelShapes, inventory
-from ..memory.units import fmt_bytes, parse_size
+from ..memory.units import fmt_bytes, parse_size, unit_of
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Budget:
     measure: Callable[[dict[str, str]], int]
     given: str = ""  # the budget as the user gave it, for messages
     overhead: int = 0  # what the flag's value holds beyond `limit` (the CUDA reserve of a --fit card)
+    unit: str = "GiB"  # the unit the user wrote it in: answers about it use the same
 
 
 def with_allocation(recipe, allocation: dict[str, str]):
@@ -42,7 +43,7 @@ def budget_for(config, shapes: ModelShapes, recipe) -> Budget:
         limit = parse_size(scheme.max_size, "--max-size")
         return Budget("checkpoint size", "--max-size", limit,
                       lambda alloc: _disk_bytes(shapes, with_allocation(recipe, alloc)),
-                      f"{fmt_bytes(limit)} ({limit} bytes) on disk")
+                      f"{scheme.max_size} ({limit} bytes) on disk", unit=unit_of(scheme.max_size))
     return _fit_budget(config, shapes, recipe)
 
 
@@ -70,5 +71,5 @@ def _fit_budget(config, shapes: ModelShapes, recipe) -> Budget:
 
     reserve = reserve_for(card)
     return Budget("GPU memory (plan)", "--fit", card - reserve, peak,
-                  f"a {fmt_bytes(card)} card ({fmt_bytes(card - reserve)} for tensors, {fmt_bytes(reserve)} kept "
-                  "for CUDA)", reserve)
+                  f"a {scheme.fit} card ({fmt_bytes(card - reserve)} for tensors, {fmt_bytes(reserve)} kept "
+                  "for CUDA)", reserve, unit_of(scheme.fit))

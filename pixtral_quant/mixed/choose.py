@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..export import compressed
-from ..memory.units import fmt_bytes
+from ..memory.units import in_unit
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ def check_budget(budget, cands: Candidates) -> None:
     need = budget.measure(smallest_allocation(cands))
     if need > budget.limit:
         raise UsageError(f"the budget, {budget.given}, is below the smallest allocation: its {budget.what} is "
-                         f"{fmt_bytes(need)} ({need} bytes, every Linear at its smallest setting)", where=budget.flag,
-                         fix=f"give at least {need + budget.overhead} bytes" + (
+                         f"{in_unit(need, budget.unit)} ({need} bytes, every Linear at its smallest setting)",
+                         where=budget.flag,
+                         fix=f"give at least {budget.flag} {in_unit(need + budget.overhead, budget.unit, up=True)}" + (
                              " (a larger card, a shorter --context or fewer --images)" if budget.flag == "--fit"
                              else ""))
 

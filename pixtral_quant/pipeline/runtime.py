@@ -63,6 +63,7 @@ class ConvertResult:
     stats: CaptureStats | None = None
     calibration_hash: str | None = None
     spilled: int = 0
+    recipe: object = None  # the config.Recipe that ran (convert.py sets it)
 
 
 def compute_setup() -> tuple[torch.device, torch.dtype]:

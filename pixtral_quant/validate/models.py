@@ -92,6 +92,9 @@ def open_candidate(path: str | Path, label: str | None = None) -> Candidate:
 
     if layout.is_gguf_dir(path):
         return _gguf_candidate(path, label)
+    if not path.is_dir():
+        raise InputError("no such directory" if not path.exists() else "not a directory", where=path,
+                         fix="pass the folder `pixtral-quant convert --out` wrote")
     if not (path / "config.json").is_file():
         raise InputError("no config.json: not a Hugging Face checkpoint directory", where=path,
                          fix="pass the folder `pixtral-quant convert --out` wrote")

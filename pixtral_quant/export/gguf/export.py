@@ -58,7 +58,7 @@ def export_gguf(ckpt, recipe, handler, out: Path, resume: bool, reporter):
         _write_all(ckpt, recipe, handler, cset, tmp, result, reporter)
         return result
 
-    result = run_output(out, OUTPUT, write, reporter, shown=render(plan), need=need)
+    result = run_output(out, OUTPUT, write, reporter, shown=render(plan, cset), need=need)
     result.bytes_after = sum((out / name).stat().st_size for name in layout.FILES.values() if (out / name).is_file())
     return result
 
