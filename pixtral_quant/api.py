@@ -113,11 +113,12 @@ def convert(model: str | Path = "tiny", recipe: str | Path | None = None, scheme
 def validate(candidates, reference: str | Path = "tiny", *, eval: str | None = None, num_samples: int | None = None,
              seed: int | None = None, thresholds: str | Path | None = None, recipe: str | Path | None = None,
              baseline: str | Path | None = None, report_dir: str | Path | None = None, reporter=None,
-             engine: str | None = None, **engine_options) -> ValidateResult:
+             engine: str | None = None, update_card: bool = False, **engine_options) -> ValidateResult:
     """Check each candidate folder against `reference` on held-out image prompts. thresholds: a YAML file, or
     recipe: a recipe's thresholds (else the manifest's, else built-in); engine: transformers (default), vllm or
     llama.cpp, engine_options its EngineConfig fields (tensor_parallel_size=, logprobs_k= ...); the remaining
-    ValidateConfig fields (layer_sqnr_samples=, max_new_tokens=, batch_size=) go in engine_options too."""
+    ValidateConfig fields (layer_sqnr_samples=, max_new_tokens=, batch_size=) go in engine_options too.
+    update_card: write the result into each candidate's model card (README.md, export/card.py)."""
     from .config import ValidateConfig
     from .recipes import load_recipe
     from .validate.checks import read_thresholds_file
@@ -138,7 +139,22 @@ def validate(candidates, reference: str | Path = "tiny", *, eval: str | None = N
     engine_cfg = dataclasses.replace(EngineConfig(), **{k: v for k, v in rest.items() if v is not None})
     report = run_validate(reference, candidates, cfg, thresholds=explicit, baseline=baseline,
                           report_dir=report_dir, reporter=reporter, engine=engine_cfg)
+    if update_card:
+        _update_cards(report)
     return ValidateResult(bool(report["passed"]), terminal_summary(report)[1], report)
+
+
+def _update_cards(report: dict) -> None:
+    """Each candidate's README.md rewritten with its validation rows (the manifest it was converted with)."""
+    from .export.card import validation_rows, write_card
+    from .export.manifest import MANIFEST, read_manifest
+
+    for cand in report["candidates"]:
+        path = Path(cand["path"])
+        if not (path / MANIFEST).is_file():
+            raise UsageError("--update-card needs the manifest.json convert wrote", where=path,
+                             fix="validate a folder `pixtral-quant convert` wrote, or drop --update-card")
+        write_card(path, read_manifest(path), validation_rows(report, cand["label"]))
 
 
 def plan(recipe: str | Path, model: str | Path | None = None, *, gpu_memory: str | None = None,

@@ -7,17 +7,20 @@ the CPU).
 
 The prompt is synthetic (random pixels, the image-token layout Pixtral uses, random text ids) so any
 checkpoint can be timed without data. Prefill = generate() with one new token; decode tok/s =
-(new_tokens − 1) / (time of generate(new_tokens) − prefill); both after a small warm-up generation.
+(new_tokens − 1) / (time of generate(new_tokens) − prefill); both after a small warm-up generation, each the
+median of `repeats` runs (config.BENCH_REPEATS; every run's seconds are in the result too).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
+from .config import BENCH_REPEATS
 from .diagnostics.measure import peak_rss
 from .memory.placement import place
 from .memory.runtime import image_tokens
@@ -88,36 +91,41 @@ def load(path, device, dtype) -> tuple[object, float]:
 
 
 def bench(checkpoint, *, device: str | None = None, dtype: str = "bfloat16", workload: Workload = DEFAULT_WORKLOAD,
-          placement: Placement | None = None, seed: int = 0) -> dict:
-    """Load `checkpoint`, apply `placement`, time prefill and decode of `workload`; a JSON-ready dict."""
+          placement: Placement | None = None, seed: int = 0, repeats: int = BENCH_REPEATS) -> dict:
+    """Load `checkpoint`, apply `placement`, time prefill and decode of `workload` (medians of `repeats` runs);
+    a JSON-ready dict."""
     dev, torch_dtype = device_for(device), getattr(torch, dtype)
     model, load_s = load(checkpoint, dev, torch_dtype)
     load_peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
     moved = place(model, placement or Placement(), dev)
-    result = measure_generation(model, image_ids(Path(checkpoint)), dev, torch_dtype, workload, seed)
+    result = measure_generation(model, image_ids(Path(checkpoint)), dev, torch_dtype, workload, seed, repeats)
     return {"checkpoint": str(checkpoint), "dtype": dtype, "quantization": _quant_method(model),
             "kernel": _kernel(model), "placement": moved, "load_seconds": load_s,
             "load_peak_gpu_allocated": load_peak, **result}
 
 
-def measure_generation(model, ids: dict, dev, torch_dtype, workload: Workload, seed: int = 0) -> dict:
-    """Warm up, then time generate() with 1 and with workload.new_tokens new tokens; peaks of that part
-    (GPU: torch-allocated since the reset; CPU: the process's peak RSS, load included)."""
+def measure_generation(model, ids: dict, dev, torch_dtype, workload: Workload, seed: int = 0,
+                       repeats: int = BENCH_REPEATS) -> dict:
+    """Warm up, then time generate() with 1 and with workload.new_tokens new tokens, `repeats` times each (the
+    medians are the figures); peaks of that part (GPU: torch-allocated since the reset; CPU: the process's peak
+    RSS, load included)."""
     warm = synthetic_prompt(model.config, ids, WARMUP, dev, torch_dtype, seed)
     timed_generate(model, warm, WARMUP.new_tokens, dev)
     inputs = synthetic_prompt(model.config, ids, workload, dev, torch_dtype, seed)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    prefill = timed_generate(model, inputs, 1, dev)
-    total = timed_generate(model, inputs, workload.new_tokens, dev)
+    prefills = [timed_generate(model, inputs, 1, dev) for _ in range(repeats)]
+    totals = [timed_generate(model, inputs, workload.new_tokens, dev) for _ in range(repeats)]
+    prefill, total = statistics.median(prefills), statistics.median(totals)
     prompt = int(inputs["input_ids"].shape[1])
     cuda = dev.type == "cuda"
     return {"device": str(dev), "gpu": torch.cuda.get_device_name(dev) if cuda else None,
             "workload": asdict(workload), "prompt_tokens": prompt, "prefill_seconds": prefill,
             "prefill_tokens_per_second": prompt / prefill,
             "decode_tokens_per_second": (workload.new_tokens - 1) / max(total - prefill, 1e-9),
-            "generate_seconds": total, "peak_gpu_allocated": torch.cuda.max_memory_allocated() if cuda else None,
+            "generate_seconds": total, "repeats": repeats, "prefill_seconds_runs": prefills,
+            "generate_seconds_runs": totals, "peak_gpu_allocated": torch.cuda.max_memory_allocated() if cuda else None,
             "peak_rss": peak_rss()}
 
 

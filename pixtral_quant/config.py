@@ -264,6 +264,11 @@ class Gguf(_SchemeFacts):
 
 
 GGUF_PREFIX = "gguf-"
+# When stderr is not a terminal (CI logs, nohup), progress is plain lines: one when a step (a decoder layer, the
+# vision pass, a candidate's eval run) ends, and one at most every PROGRESS_EVERY_S seconds inside it, with its ETA.
+PROGRESS_EVERY_S = 30.0
+# `bench`: timed runs of prefill and of the whole generation per checkpoint; the medians are reported.
+BENCH_REPEATS = 3
 # Largest safetensors shard, in GB = 1e9 bytes as Hugging Face's max_shard_size "5GB": convert (Recipe.max_shard_gb)
 # and synth (--shard-gb, loading/write.py's default) both start a new shard before it.
 MAX_SHARD_GB = 5.0

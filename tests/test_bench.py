@@ -68,7 +68,9 @@ def test_bench_a_gptq_checkpoint_on_cpu(rtn_checkpoint, monkeypatch):
     r = bench(rtn_checkpoint, device="cpu", workload=SMALL)
     assert r["quantization"] == "gptq" and r["kernel"] != "Linear"
     assert r["prompt_tokens"] == 1 + 15 + 16
-    assert calls == [2, 1, 4]  # warm-up, then prefill = generate(1 token), then generate(new_tokens = 4)
+    # warm-up, then prefill = generate(1 token) and generate(new_tokens = 4), BENCH_REPEATS (3) times each
+    assert calls == [2, 1, 1, 1, 4, 4, 4]
+    assert r["repeats"] == 3 and r["prefill_seconds_runs"] == [0.5] * 3 and r["generate_seconds_runs"] == [0.875] * 3
     assert (r["load_seconds"], r["prefill_seconds"], r["generate_seconds"]) == (0.0, 0.5, 0.875)
     # The module docstring's rates, by hand: prefill 32 prompt tokens / 0.5 s = 64 tok/s; decode (4 − 1) tokens
     # / (0.875 − 0.5) s = 8 tok/s.
@@ -177,4 +179,40 @@ def test_cli_json(rtn_checkpoint):
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout[res.stdout.index("{"):])
     assert r["prompt_tokens"] == 1 + 6 + 8 and r["workload"]["new_tokens"] == 3
-    assert r["generate_seconds"] > r["prefill_seconds"] > 0  # real timings (the clock is scripted above)
+    assert r["generate_seconds"] > 0 and r["prefill_seconds"] > 0  # real timings (their relation: the scripted clock)
+
+
+def test_the_figures_are_medians_of_the_repeats(monkeypatch):
+    """A scripted clock with one slow outlier run: the median ignores it (the mean would not)."""
+    import types
+
+    import pixtral_quant.bench as bench_module
+
+    durations = iter([0.1, 0.5, 0.4, 0.6, 9.0, 1.0, 1.2, 0.9, 1.1])  # warm-up, 4 prefills, 4 generations
+    clock = [0.0]
+
+    class Model:
+        config = None
+
+        def generate(self, **kwargs):
+            clock[0] += next(durations)
+
+    monkeypatch.setattr(bench_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(bench_module, "synthetic_prompt", lambda *a, **k: {"input_ids": torch.zeros(1, 10)})
+    r = bench_module.measure_generation(Model(), {}, torch.device("cpu"), torch.float32, SMALL, repeats=4)
+    assert r["prefill_seconds_runs"] == pytest.approx([0.5, 0.4, 0.6, 9.0])
+    assert r["prefill_seconds"] == pytest.approx(0.55) and r["generate_seconds"] == pytest.approx(1.05)
+
+
+def test_several_checkpoints_side_by_side(rtn_checkpoint, tiny_model_dir):
+    """llama-bench style: one call, one table, a column per checkpoint and the ratios to the first."""
+    args = ["bench", str(tiny_model_dir), str(rtn_checkpoint), "--device", "cpu", "--dtype", "float32",
+            "--image-size", "32x32", "--text-tokens", "4", "--new-tokens", "2", "--repeats", "2"]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["quantization"] for r in runs] == [None, "gptq"] and all(r["repeats"] == 2 for r in runs)
+    res = CliRunner().invoke(main, args)
+    text = " ".join(res.stdout.split())
+    assert res.exit_code == 0 and "decode vs first" in text and "medians of 2 runs" in text, res.output
+    assert "1.00×" in text  # the first checkpoint against itself

@@ -55,7 +55,7 @@ def test_manifest_records_recipe_versions_calibration_loss_and_hashes(gptq_tiny,
     planned_names = sorted(e["name"] for e in m["plan"] if e["scheme"])
     assert sorted(m["layer_loss"]) == planned_names and len(planned_names) == DECODER_LINEARS
     assert m["layer_loss"] == {k: result.layer_loss[k] for k in planned_names}  # the solver's numbers, as floats
-    files = {p.name for p in out.iterdir() if p.name != "manifest.json"}
+    files = {p.name for p in out.iterdir() if p.name not in ("manifest.json", "README.md")}  # the card: test_card
     assert set(m["files"]) == files
     for name, info in m["files"].items():
         assert info["sha256"] == sha256(out / name)

@@ -48,7 +48,7 @@ def tensor_bytes(path) -> dict[str, bytes]:
 
 def test_files_manifest_and_sizes_match_the_plan(outputs):
     out = outputs / "images"
-    assert sorted(p.name for p in out.iterdir()) == sorted([*layout.FILES.values(), "manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*layout.FILES.values(), "manifest.json", "README.md"])
     assert not (outputs / "images.partial").exists()
     man = json.loads((out / "manifest.json").read_text())
     for name, entry in man["files"].items():

@@ -46,10 +46,12 @@ def _scheme(ctx, param, value):
               help="Replace a non-empty output directory (atomically: the old one stays until the new one is done).")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted conversion (OUT.partial) from its last finished layer; same options.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (instead of the table).")
 def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_size, act_order, damp, text_only, imatrix,
-                mmproj_type, max_size, fit, context, images, out, overwrite, resume) -> None:
+                mmproj_type, max_size, fit, context, images, out, overwrite, resume, as_json) -> None:
     """Quantize a Pixtral model into a standard checkpoint (GPTQ v1 or bitsandbytes) in OUT, or into llama.cpp
-    GGUF files (text model + mmproj + importance matrix) with a gguf-<type> scheme.
+    GGUF files (text model + mmproj + importance matrix) with a gguf-<type> scheme. The plan and the progress go
+    to stderr (plain lines with ETA when it is not a terminal), the result table (or --json) to stdout.
 
     \b
     Examples:
@@ -63,12 +65,20 @@ def convert_cmd(model, recipe, scheme, calibration, num_samples, seed, group_siz
       pixtral-quant convert --model tiny --scheme gptq-mixed --max-size 37.5MB --out tiny-mixed # per-Linear bits
       pixtral-quant convert --model /models/Pixtral-12B --scheme gptq-mixed --fit 8GiB --context 8192 --out p12-8g
     """
+    import json
+
+    from rich.console import Console
+
     from ..api import convert
-    from .convert_report import RichReporter, summary
+    from .convert_report import RichReporter, result_dict, summary
 
     reporter = RichReporter()
     result = convert(model, recipe, scheme, out=out, overwrite=overwrite, resume=resume, reporter=reporter,
                      calibration=calibration, num_samples=num_samples, seed=seed, group_size=group_size,
                      act_order=act_order, damp=damp, text_only=text_only, imatrix=imatrix, mmproj_type=mmproj_type,
                      max_size=max_size, fit=fit, context=context, images=images)
-    reporter.console.print(summary(result, result.recipe))
+    # the result on stdout, progress and the plan on stderr (every command: results out, the run's log err)
+    if as_json:
+        click.echo(json.dumps(result_dict(result), indent=2))
+    else:
+        Console().print(summary(result, result.recipe))

@@ -1,4 +1,5 @@
-"""`pixtral-quant validate`: parse options, delegate to pixtral_quant.api.validate, print the summary; exit 0 pass, 1 a threshold or baseline check failed, 2 bad usage or input."""
+"""`pixtral-quant validate`: parse options, delegate to pixtral_quant.api.validate, print the summary; exit 0
+pass, 1 a threshold or baseline check failed, 2 bad usage or input."""
 
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ from .group import main
 @click.option("--distributed-executor-backend", help="vLLM's executor: mp, ray, uni, external_launcher.")
 @click.option("--logprobs", "logprobs_k", type=click.IntRange(min=1),
               help="vLLM: prompt log-probabilities kept per answer position (top-k).")
+@click.option("--update-card", is_flag=True, help="Write the result into each candidate's model card (its README.md) "
+              "as a validation table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout instead "
+              "of the table; the exit code is the same.")
 def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_file, recipe, baseline, report_dir,
                  layer_sqnr, max_new_tokens, batch_size, engine, tensor_parallel_size, pipeline_parallel_size,
-                 distributed_executor_backend, logprobs_k) -> None:
+                 distributed_executor_backend, logprobs_k, update_card, as_json) -> None:
     """Check converted checkpoints against their reference on held-out image prompts (full multimodal model).
 
     Thresholds: --thresholds or --recipe; else those the candidate's recipe recorded in its manifest; else
@@ -52,23 +57,33 @@ def validate_cmd(reference, candidates, eval_set, num_samples, seed, thresholds_
       pixtral-quant validate --engine vllm --tensor-parallel-size 8 --reference /models/Pixtral-Large --candidate w4
       pixtral-quant validate --engine llama.cpp --reference tiny --candidate tiny-gguf
     """
+    import json
+
+    from rich.console import Console
+
     from ..api import validate
-    from ..errors import CheckFailed
     from .convert_report import RichReporter
 
     reporter = RichReporter()
     result = validate(list(candidates), reference, eval=eval_set, num_samples=num_samples, seed=seed,
                       thresholds=thresholds_file, recipe=recipe, baseline=baseline, report_dir=report_dir,
-                      reporter=reporter, engine=engine, layer_sqnr_samples=layer_sqnr, max_new_tokens=max_new_tokens,
+                      reporter=reporter, engine=engine, update_card=update_card, layer_sqnr_samples=layer_sqnr,
+                      max_new_tokens=max_new_tokens,
                       batch_size=batch_size, tensor_parallel_size=tensor_parallel_size,
                       pipeline_parallel_size=pipeline_parallel_size,
                       distributed_executor_backend=distributed_executor_backend, logprobs_k=logprobs_k)
-    reporter.console.print(_summary_table(result.report))
-    if report_dir:
-        reporter.console.print(f"report: {report_dir}/report.md")
+    # the verdict is the result: stdout, as plan's; a failed check is an answer (exit 1), not an `error:`
+    out = Console()
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        out.print(_summary_table(result.report))
+        if report_dir:
+            out.print(f"report: {report_dir}/report.md")
+        click.echo("PASS: every candidate meets its thresholds" if result.passed else
+                   f"FAIL: {len(result.failures)} check(s) failed:\n  " + "\n  ".join(result.failures))
     if not result.passed:
-        raise CheckFailed(f"{len(result.failures)} check(s) failed:\n  " + "\n  ".join(result.failures))
-    reporter.console.print("[green]PASS[/]: every candidate meets its thresholds")
+        click.get_current_context().exit(1)
 
 
 def _summary_table(report: dict):

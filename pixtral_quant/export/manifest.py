@@ -35,11 +35,15 @@ def sha256(path: Path) -> str:
 
 
 def write_manifest(out: Path, body: dict) -> Path:
-    """manifest.json = body + {'files': {name: {'bytes', 'sha256'}}} over every other file in `out`."""
+    """manifest.json = body + {'files': {name: {'bytes', 'sha256'}}} over every other file in `out` but the model
+    card, then the card (README.md, card.py) made from it: every exporter writes both through here."""
+    from .card import CARD, write_card
+
     files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
-             for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST}
+             for p in sorted(out.iterdir()) if p.is_file() and p.name not in (MANIFEST, CARD)}
     path = out / MANIFEST
     path.write_text(json.dumps({**body, "files": files}, indent=2, sort_keys=True) + "\n")
+    write_card(out, json.loads(path.read_text()))
     return path
 
 
@@ -64,8 +68,24 @@ def body(ckpt, recipe, plan, result, side: list[str]) -> dict:
 
 
 def source(ckpt) -> dict:
-    """The source model: its name as given, its format and weight files."""
-    return {"model": ckpt.source, "format": ckpt.format, "weight_files": [f.name for f in ckpt.weight_files]}
+    """The source model: its name as given, its format and weight files, and the license its own model card
+    declares (None without one: the output's card then says Pixtral-12B's apache-2.0, export/card.py)."""
+    return {"model": ckpt.source, "format": ckpt.format, "weight_files": [f.name for f in ckpt.weight_files],
+            "license": source_license(Path(ckpt.path))}
+
+
+def source_license(folder: Path) -> str | None:
+    """`license` from the front matter of the source's README.md (Pixtral Large: other / mrl), else None."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    import yaml
+    from huggingface_hub import metadata_load
+
+    try:
+        return (metadata_load(card) or {}).get("license")
+    except (ValueError, TypeError, yaml.YAMLError):  # front matter that is not YAML declares nothing
+        return None
 
 
 def calibration(recipe, result) -> dict | None:

@@ -43,8 +43,8 @@ def test_the_plan_names_the_calibration_set_before_the_run(tmp_path):
     res = invoke("convert", "--scheme", "gptq-int4", "--num-samples", "2", "--out", str(tmp_path / "o"))
     assert res.exit_code == 0, res.output
     plan_part = res.output.split("convert: done")[0]
-    assert re.search(r"calibration: builtin:tiny, 2 samples, \d+ tokens, \d+ images \(sha256:[0-9a-f]{12}\)", plan_part), \
-        plan_part
+    line = r"calibration: builtin:tiny, 2 samples, \d+ tokens, \d+ images \(sha256:[0-9a-f]{12}\)"
+    assert re.search(line, plan_part), plan_part
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["recipe"]["calibration"]["set"] == "tiny"
     res = invoke("convert", "--scheme", "rtn-int4", "--out", str(tmp_path / "r"))
@@ -133,3 +133,40 @@ def test_ctrl_c_exits_130_after_saying_what_it_kept(tmp_path):
     assert "interrupted: the finished layers are kept" in err and "--resume" in err
     assert "Aborted!" not in err and "Traceback" not in err
     assert state.is_file() and not out.exists()
+
+
+# --- 3. results on stdout, the log on stderr, --json, progress without a terminal ------------------------------
+
+def test_convert_and_validate_print_results_on_stdout_and_json(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.run([*CLI, "convert", "--scheme", "rtn-int8", "--out", str(out), "--json"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # stdout is exactly the JSON document
+    assert result["scheme"] == "rtn-int8" and result["out"] == str(out) and result["linears_quantized"] == 28
+    assert result["bytes_after"] == (out / "model.safetensors").stat().st_size
+    assert "plan (rtn-int8)" in proc.stderr and "decoder layers: 4/4 in" in proc.stderr
+    proc = subprocess.run([*CLI, "validate", "--candidate", str(out), "--num-samples", "4", "--max-new-tokens", "2",
+                           "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["passed"] is True and report["candidates"][0]["label"] == "o"
+    assert "PASS" not in proc.stderr  # the verdict is a result: stdout (here the JSON's "passed")
+    assert re.search(r"o: \d+/4 in [0-9.]+ s", proc.stderr), proc.stderr  # the candidate's eval run, as a line
+
+
+def test_progress_without_a_terminal_is_plain_lines_with_eta():
+    """PlainLines on a fake clock: a line when the step ends, one at most every `every` seconds inside it."""
+    from rich.console import Console
+
+    from pixtral_quant.cli.convert_report import PlainLines
+
+    now = [0.0]
+    console = Console(record=True, width=200)
+    lines = PlainLines(console, "layer 3/40", 10, every=30.0, clock=lambda: now[0])
+    for step in range(10):
+        now[0] += 10.0  # 10 s per sample
+        lines.advance()
+    printed = console.export_text().strip().split("\n")
+    assert printed == ["layer 3/40: 3/10, 30.0 s, ETA 70.0 s", "layer 3/40: 6/10, 60.0 s, ETA 40.0 s",
+                       "layer 3/40: 9/10, 90.0 s, ETA 10.0 s", "layer 3/40: 10/10 in 100.0 s"]
