@@ -104,9 +104,9 @@ def convert(model: str | Path = "tiny", recipe: str | Path | None = None, scheme
     """Quantize `model` (directory, hub id or shipped name) with a recipe or a scheme into `out`; options as
     build_recipe's (num_samples=, calibration=, group_size=, max_size=, fit= ...). Returns
     pipeline.runtime.ConvertResult (out, plan, bytes_before/after, seconds, calibration stats)."""
+    final = build_recipe(model, recipe, scheme, **options)  # option errors before torch is imported (< 2 s)
     from .convert import convert as run_convert
 
-    final = build_recipe(model, recipe, scheme, **options)
     return run_convert(model, final, out, overwrite=overwrite, resume=resume, reporter=reporter)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..pipeline.runtime import Reporter
+from ..pipeline.reporter import Reporter
 
 
 class RichReporter(Reporter):

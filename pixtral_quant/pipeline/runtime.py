@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..export.journal import Journal
+from .reporter import Reporter  # noqa: F401  (re-exported: the exporters and validate take it from here)
 
 if TYPE_CHECKING:
     from ..capture import CaptureStats
@@ -36,20 +37,6 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-
-
-class Reporter:
-    """Progress sink. The CLI's shows rich bars; this one stays silent."""
-
-    def log(self, message) -> None:
-        """A line (or rich renderable) for the user."""
-
-    def task(self, description: str, total: int) -> Callable[[], None]:
-        """Start a bar; returns the function that advances it by one."""
-        return lambda: None
-
-    def done(self) -> None:
-        """Close the current bar."""
 
 
 @dataclass

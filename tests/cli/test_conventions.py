@@ -170,3 +170,31 @@ def test_progress_without_a_terminal_is_plain_lines_with_eta():
     printed = console.export_text().strip().split("\n")
     assert printed == ["layer 3/40: 3/10, 30.0 s, ETA 70.0 s", "layer 3/40: 6/10, 60.0 s, ETA 40.0 s",
                        "layer 3/40: 9/10, 90.0 s, ETA 10.0 s", "layer 3/40: 10/10 in 100.0 s"]
+
+
+# --- 6. option errors before any heavy import ----------------------------------------------------------------
+
+PROBE = ("import sys, time; t = time.perf_counter(); from pixtral_quant.cli import main\n"
+         "try:\n    main()\nexcept SystemExit as e:\n"
+         "    print(e.code, time.perf_counter() - t, sorted({'torch', 'transformers', 'gptqmodel'} & set(sys.modules)))")
+
+
+@pytest.mark.parametrize("args", [("convert", "--scheme", "gptq-mixed", "--max-size", "37"),
+                                  ("convert", "--scheme", "gptq-int4", "--max-size", "5GB"),
+                                  ("convert", "--scheme", "gtpq-int4"), ("convert", "--recipe", "tiny-gptq-int9"),
+                                  ("plan", "--recipe", "nope"), ("conver",)], ids=lambda a: "-".join(a[:4]))
+def test_option_errors_come_before_torch_in_under_two_seconds(args, tmp_path):
+    """Issue 24 point 6 (in part): an error in the options needs no library; before, convert imported torch (and
+    GPTQModel) first. Wall time of the whole process, the best of two runs (a loaded machine is slower)."""
+    best = None
+    for _ in range(2):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", PROBE, *args, "--out", str(tmp_path / "o")] if args[0] ==
+                              "convert" else [sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                              timeout=120)
+        wall = time.monotonic() - start
+        best = wall if best is None else min(best, wall)
+    code, _, loaded = proc.stdout.strip().split(" ", 2)
+    assert code == "2" and "error: " in proc.stderr, proc.stderr
+    assert loaded == "[]", f"imported {loaded} before the error"
+    assert best < 2.0, f"{best:.2f} s"
