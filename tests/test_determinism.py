@@ -57,8 +57,9 @@ def test_a_mistral_native_source_converts_to_the_same_weights(tiny_model_dir, na
     """End to end from params.json + consolidated.safetensors + tokenizer.model.v7m1: the same checkpoint tensors,
     tokenizer and processor files and the same quantization_config as from the Hugging Face copy (the loader
     undoes the native q/k interleave exactly). What the two sources say differently stays different: the manifest's
-    `source`, config.json fields params.json does not carry (max_position_embeddings) or adds (image_break_token_id)
-    and the HF source's own generation_config.json."""
+    `source` (and the model card made from it, README.md: the source's path and format), config.json fields
+    params.json does not carry (max_position_embeddings) or adds (image_break_token_id) and the HF source's own
+    generation_config.json."""
     import json
 
     from pixtral_quant.config import with_overrides
@@ -71,10 +72,11 @@ def test_a_mistral_native_source_converts_to_the_same_weights(tiny_model_dir, na
     hf = convert(tiny_model_dir, recipe, tmp_path / "from-hf").out
     native = convert(native_twin_dir, recipe, tmp_path / "from-native").out
     a, b = files(hf), files(native)
-    for differs in ("manifest.json", "config.json", "generation_config.json"):
+    for differs in ("manifest.json", "README.md", "config.json", "generation_config.json"):
         a.pop(differs), b.pop(differs)
     assert a == b and "model.safetensors" in a and "tokenizer.json" in a
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (hf, native))
     assert mb["source"]["format"] == "native" and ma["layer_loss"] == mb["layer_loss"]
+    assert "(native format)" in (native / "README.md").read_text() and "(hf format)" in (hf / "README.md").read_text()
     ca, cb = (json.loads((d / "config.json").read_text()) for d in (hf, native))
     assert ca["quantization_config"] == cb["quantization_config"]
