@@ -468,24 +468,16 @@ def _is_candidate(label) -> bool:
 
 
 def _is_size(text: str) -> bool:
-    """True for a positive size; a bare number raises parse_size's "has no unit" error (its fix names both
-    units), which _check_type gives the field's name."""
-    from .memory.units import parse_size
+    """True for a positive size; a bare number raises parse_size's NoUnit (its fix names both units), which
+    _check_type gives the field's name."""
+    from .memory.units import NoUnit, parse_size
 
     try:
         return parse_size(text) > 0
+    except NoUnit:
+        raise
     except UsageError:
-        if isinstance(text, (int, float, str)) and not isinstance(text, bool) and _bare_number(text):
-            raise
         return False
-
-
-def _bare_number(text) -> bool:
-    try:
-        float(str(text))
-    except ValueError:
-        return False
-    return True
 
 
 def _check_type(cls: type, f: dataclasses.Field, value, where: str) -> None:

@@ -47,12 +47,13 @@ class CheckFailed(PixtralQuantError):
     exit_code = 1
 
 
-def did_you_mean(name, choices) -> str:
-    """'did you mean X? ' for the choice nearest a mistyped name (difflib's ratio ≥ 0.6), else ''."""
+def did_you_mean(name, choices, shown: str = "{}") -> str:
+    """'did you mean X? ' for the choice nearest a mistyped name (difflib's ratio ≥ 0.6), else ''; `shown` formats
+    the choice ("`pixtral-quant {}`")."""
     import difflib
 
     found = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
-    return f"did you mean {found[0]}? " if found else ""
+    return f"did you mean {shown.format(found[0])}? " if found else ""
 
 
 def require(module: str, extra: str):

@@ -59,14 +59,13 @@ def bench_cmd(checkpoints, device, dtype, image_size, images, text_tokens, new_t
       pixtral-quant bench tiny out-w4 out-w8 --device cpu --image-size 256x256 --text-tokens 64 --new-tokens 16
       pixtral-quant bench /data/pixtral-12b-w4 --embeddings cpu --vision offload --repeats 5 --json
     """
-    from ..assets import resolve_shipped
     from ..bench import DEFAULT_WORKLOAD, bench, with_workload
     from ..config import BENCH_REPEATS
     from ..loading import check_saved
     from ..memory.settings import Placement
 
     # a wrong path or damaged file: one message, before transformers loads anything
-    paths = [check_saved(resolve_shipped(c) or c) for c in checkpoints]
+    paths = [check_saved(c) for c in checkpoints]
     workload = with_workload(DEFAULT_WORKLOAD, images=images, text_tokens=text_tokens, new_tokens=new_tokens,
                              image_width=image_size[0] if image_size else None,
                              image_height=image_size[1] if image_size else None)

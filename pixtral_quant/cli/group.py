@@ -4,7 +4,6 @@ it; cli/__init__.py imports them (so no command module imports the package that 
 
 from __future__ import annotations
 
-import re
 import sys
 
 import click
@@ -36,7 +35,7 @@ class Group(click.Group):
         if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
             commands = self.list_commands(ctx)
             _exit(UsageError(f"no such command {name!r}", where="pixtral-quant",
-                             fix=re.sub(r"mean (\S+)\?", r"mean `pixtral-quant \1`?", did_you_mean(name, commands))
+                             fix=did_you_mean(name, commands, "`pixtral-quant {}`")
                              + f"commands: {', '.join(commands)}"))
         return super().resolve_command(ctx, args)
 

@@ -147,6 +147,8 @@ def _render_llamacpp(report: dict) -> None:
 
 
 def _fix(report: dict) -> str:
+    from ..memory.units import in_unit
+
     p = report["proposal"]
     if p is None:
         return "no change in the table fits: use a larger card" + \
@@ -154,16 +156,10 @@ def _fix(report: dict) -> str:
     fix = "cheapest change: " + "; ".join(c["label"] + ("" if c["supported"] else " (convert cannot write it yet)")
                                           for c in p["changes"])
     if any(c["key"] == "decoder-int4" for c in p["changes"]) and report["calibrated"]:
-        card = _gib_text(report["card_bytes"])
+        card = in_unit(report["card_bytes"], "GiB")
         fix += (f"; or keep INT8 where it fits: `convert --scheme gptq-mixed --fit {card}` (the least-loss mix of "
                 "INT8 and INT4 Linears whose plan fits)")
     return fix
-
-
-def _gib_text(n: int) -> str:
-    from ..memory.units import in_unit
-
-    return in_unit(n, "GiB")
 
 
 def _render(report: dict) -> None:

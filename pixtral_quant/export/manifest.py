@@ -43,7 +43,7 @@ def write_manifest(out: Path, body: dict) -> Path:
              for p in sorted(out.iterdir()) if p.is_file() and p.name not in (MANIFEST, CARD)}
     path = out / MANIFEST
     path.write_text(json.dumps({**body, "files": files}, indent=2, sort_keys=True) + "\n")
-    write_card(out, json.loads(path.read_text()))
+    write_card(out, json.loads(path.read_text()))  # from the file, as validate --update-card makes it again
     return path
 
 

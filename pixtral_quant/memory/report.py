@@ -83,12 +83,12 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
     ckpt = open_model(model or target_for(recipe.name).model)
     shapes = model_shapes(ckpt.config, weights_dtype(ckpt))
     target, card, res = resolve_target(recipe, gpu_memory, reserve, workload, placement)
-    if (target.workload.context or 0) > context_limit(ckpt.config):
+    limit = context_limit(ckpt.config)
+    if (target.workload.context or 0) > limit:
         from ..errors import UsageError
 
-        raise UsageError(f"{target.workload.context} tokens is beyond the model's context of "
-                         f"{context_limit(ckpt.config)} (max_position_embeddings)", where="--context",
-                         fix=f"give --context {context_limit(ckpt.config)} or less")
+        raise UsageError(f"{target.workload.context} tokens is beyond the model's context of {limit} "
+                         "(max_position_embeddings)", where="--context", fix=f"give --context {limit} or less")
     try:
         plan = plan_memory(ckpt.config, shapes, recipe, card, target.workload, target.placement, res)
     except ValueError as exc:
@@ -104,8 +104,7 @@ def memory_report(model, recipe, *, gpu_memory: str | None = None, reserve: str 
                                             recipe),
               "proposal": None if fits_as_is else proposal_dict(propose(*args)),
               "proposal_supported_today": None if fits_as_is else proposal_dict(propose(*args, only_supported=True)),
-              "max_context": max_context(*args, ceiling=context_limit(ckpt.config)),
-              "model_context": context_limit(ckpt.config)}
+              "max_context": max_context(*args, ceiling=limit), "model_context": limit}
     if recipe.scheme.allocates and recipe.scheme.allocation is None:
         report["notes"] = [f"{recipe.scheme.name}: sized at its smallest allocation (every quantized Linear at its "
                            "smallest candidate); convert fills the budget above it. Plan the converted folder "

@@ -15,10 +15,14 @@ from ..errors import UsageError
 
 GIB = 2**30
 MIB = 2**20
-# unit (lower case) → bytes; "" is the unit of a bare number.
+# unit (lower case) → bytes (no "" entry: a bare number is refused, NoUnit)
 UNITS: dict[str, float] = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
                            "kib": 2**10, "mib": MIB, "gib": GIB, "tib": 2**40}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+class NoUnit(UsageError):
+    """A size given as a bare number: the fix names both readings (config._is_size lets it through)."""
 
 
 def parse_size(text: str, where: str = "size") -> int:
@@ -27,9 +31,9 @@ def parse_size(text: str, where: str = "size") -> int:
     m = _SIZE.match(str(text)) if not isinstance(text, bool) else None
     unit = m.group(2).lower() if m else None
     if m is not None and unit == "":
-        raise UsageError(f"{text!r} has no unit", where=where,
-                         fix=f"write {m.group(1)}GB (decimal, like file sizes) or {m.group(1)}GiB (binary, like "
-                             "GPU memory)")
+        raise NoUnit(f"{text!r} has no unit", where=where,
+                     fix=f"write {m.group(1)}GB (decimal, like file sizes) or {m.group(1)}GiB (binary, like "
+                         "GPU memory)")
     if m is None or unit not in UNITS:
         raise UsageError(f"cannot read {text!r} as a size", where=where,
                          fix="write a number and a unit: 8GiB, 14GB, 512MiB")
