@@ -60,12 +60,11 @@ def card_text(manifest: dict, quant_method: str, validation: list[dict] | None =
     data = ModelCardData(base_model=base, base_model_relation="quantized", license=license_,
                          pipeline_tag="image-text-to-text", library_name="gguf" if gguf else "transformers",
                          tags=["pixtral", "quantized", PROJECT, quant_method, scheme["name"]])
+    stored, readers = FORMATS.get(quant_method, (quant_method, "transformers"))
     body = [f"# {base} — {scheme['name']}", "",
             f"Quantized by {PROJECT} {manifest['versions'].get('pixtral-quant') or ''} from "
-            f"`{manifest['source']['model']}`"
-            f" ({manifest['source']['format']} format): {FORMATS.get(quant_method, (quant_method, ''))[0]}, read by "
-            f"{FORMATS.get(quant_method, ('', 'transformers'))[1]}. If `base_model` above is a local folder name, "
-            "set it to the base model's hub id before pushing.", "",
+            f"`{manifest['source']['model']}` ({manifest['source']['format']} format): {stored}, read by {readers}. "
+            "If `base_model` above is a local folder name, set it to the base model's hub id before pushing.", "",
             *_method(recipe), *_calibration(manifest.get("calibration")), *_files(manifest),
             *_usage(manifest, gguf), *_validation(validation)]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n"
